@@ -1,0 +1,72 @@
+"""HTTP API bodies: job requests, uploads and RFC 9457 problem documents.
+
+Request Structs forbid unknown fields; constraints live in ``Annotated[..., Meta()]`` aliases.
+Imports msgspec and the standard library only.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Generic, TypeVar
+from uuid import UUID
+
+import msgspec
+
+from contracts.jobs import PriorityClass
+from contracts.ops import Op
+
+OpT = TypeVar("OpT")
+
+RunId = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[\w.:-]+$")]
+Seconds = Annotated[int, msgspec.Meta(ge=1, description="Seconds")]
+
+
+class JobRequest(msgspec.Struct, Generic[OpT], forbid_unknown_fields=True, kw_only=True):
+    """A job: one operation pipeline applied to each of its inputs.
+
+    The edge decodes ``JobRequest[<the catalogue's op union>]``; ``JobRequest[Op]`` in the
+    schema (``contracts/schema/JobRequest.json``) lists the built-in operations.
+    """
+
+    inputs: Annotated[list[UUID], msgspec.Meta(min_length=1, description="Upload ids")]
+    pipeline: Annotated[list[OpT], msgspec.Meta(min_length=1)]
+    priority: PriorityClass = PriorityClass.normal
+    run_id: RunId | None = None
+    execution_duration: Seconds | None = None
+    """Execution time limit; the server's default when absent, capped by its maximum."""
+
+
+
+
+class Upload(msgspec.Struct, kw_only=True):
+    """A stored upload, usable as a job input by its owner."""
+
+    id: UUID
+    size: int
+    sha256: str
+    media_type: str
+    width: int | None = None
+    height: int | None = None
+    created_at: datetime
+    expires_at: datetime
+
+
+class FieldError(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """Where a request body is invalid."""
+
+    message: str
+    path: str | None = None
+
+
+class Problem(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """An RFC 9457 problem document (``application/problem+json``)."""
+
+    type: str
+    title: str
+    status: int
+    detail: str | None = None
+    instance: str | None = None
+    errors: list[FieldError] | None = None
+
+
+__all__ = ["FieldError", "JobRequest", "Op", "Problem", "Upload"]

@@ -1,0 +1,69 @@
+"""Names of exchanges, queues, Redis keys and channels, and object-store keys: one place.
+
+Every name takes the namespace or prefix from settings so that deployments (and tests) can
+share one broker, one Redis and one bucket.
+"""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from contracts.jobs import Pool
+
+
+def jobs_exchange(ns: str) -> str:
+    """Direct exchange that routes job messages by pool."""
+    return f"{ns}.jobs"
+
+
+def pool_queue(ns: str, pool: Pool | str) -> str:
+    """Durable priority queue consumed by one worker pool."""
+    return f"{ns}.{pool}"
+
+
+def retry_queue(ns: str, pool: Pool | str, n: int) -> str:
+    """TTL queue holding messages for retry level ``n`` (1-based); expires back to the pool."""
+    return f"{ns}.{pool}.retry.{n}"
+
+
+def dead_exchange(ns: str) -> str:
+    """Fanout exchange receiving dead letters of every pool."""
+    return f"{ns}.dead"
+
+
+def dead_queue(ns: str) -> str:
+    """Queue of dead-lettered job messages, listed and replayed by ``pixfleet dead``."""
+    return f"{ns}.dead"
+
+
+def all_pools() -> tuple[Pool, ...]:
+    return tuple(Pool)
+
+
+def job_channel(prefix: str, job_id: UUID | str) -> str:
+    """Redis pub/sub channel carrying a job's progress and phase changes."""
+    return f"{prefix}:job:{job_id}"
+
+
+def control_channel(prefix: str) -> str:
+    """Redis pub/sub channel of control messages to every worker (abort)."""
+    return f"{prefix}:control"
+
+
+def idempotency_key(prefix: str, owner: str, key: str) -> str:
+    """Redis key of one owner's idempotency key (the owner is length-prefixed: no collisions)."""
+    return f"{prefix}:idem:{len(owner)}:{owner}:{key}"
+
+
+def upload_object(upload_id: UUID | str) -> str:
+    """Object-store key of an upload."""
+    return f"uploads/{upload_id}"
+
+
+def result_prefix(job_id: UUID | str) -> str:
+    return f"results/{job_id}/"
+
+
+def result_object(job_id: UUID | str, name: str) -> str:
+    """Object-store key of a job result."""
+    return f"results/{job_id}/{name}"

@@ -1,0 +1,47 @@
+"""JSON Schema of the wire messages and API bodies, exported into this folder.
+
+``python -m contracts.schema`` rewrites the files; a test fails when they are stale, so
+clients in other languages can trust them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from contracts.api import JobRequest, Problem, Upload
+from contracts.jobs import JobEvent, JobPage, JobSnapshot
+from contracts.messages import ControlMessage, JobMessage
+from contracts.ops import OpCatalog
+
+HERE = Path(__file__).parent
+
+
+def exported() -> dict[str, Any]:
+    """Map of file stem to type, for every exported schema."""
+    return {
+        "JobRequest": JobRequest[OpCatalog().union],
+        "JobSnapshot": JobSnapshot,
+        "JobPage": JobPage,
+        "JobEvent": JobEvent,
+        "Upload": Upload,
+        "Problem": Problem,
+        "JobMessage": JobMessage,
+        "ControlMessage": ControlMessage,
+    }
+
+
+def render(tp: Any) -> str:
+    return json.dumps(msgspec.json.schema(tp), indent=2, sort_keys=True) + "\n"
+
+
+def write() -> list[Path]:
+    paths = []
+    for stem, tp in exported().items():
+        path = HERE / f"{stem}.json"
+        path.write_text(render(tp))
+        paths.append(path)
+    return paths

@@ -1,0 +1,4 @@
+from contracts.schema import write
+
+for path in write():
+    print(path)

@@ -1,0 +1,38 @@
+"""Dependencies injected into handlers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from litestar import Request
+from litestar.datastructures import State
+
+from edge.services.auth import Authenticator
+from edge.services.events import EventHub
+from edge.services.jobs import JobService
+from edge.services.outbox import Outbox
+from edge.services.uploads import UploadService
+from edge.resources import Resources
+from edge.settings import EdgeSettings
+
+
+@dataclass
+class Services:
+    settings: EdgeSettings
+    resources: Resources
+    auth: Authenticator
+    jobs: JobService
+    uploads: UploadService
+    outbox: Outbox
+    events: EventHub
+
+
+def provide_services(state: State) -> Services:
+    services: Services = state.services
+    return services
+
+
+async def provide_owner(request: Request[object, object, State]) -> str:
+    """The owner of the request's API key (401 problem otherwise)."""
+    services: Services = request.app.state.services
+    return await services.auth.owner(request.headers.get("authorization"))

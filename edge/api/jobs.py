@@ -1,0 +1,127 @@
+"""Jobs: submit, read, list, abort, fetch results, stream events."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Annotated
+from uuid import UUID
+
+import msgspec
+from litestar import Request, Response, delete, get, post
+from litestar.datastructures import State
+from litestar.params import Parameter
+from litestar.response import Redirect, ServerSentEvent, ServerSentEventMessage
+
+from contracts import names
+from contracts.jobs import FINAL_PHASES, JobEvent, JobPage, JobSnapshot, Phase
+from edge.api.deps import Services
+from edge.errors import ResultNotReadyError, UnknownResultError
+from edge.services.snapshots import snapshot
+
+_JSON = "application/json"
+_encode = msgspec.json.encode
+_event_decoder = msgspec.json.Decoder(JobEvent)
+
+
+def _job_response(snap: JobSnapshot, status: int, replayed: bool = False) -> Response[bytes]:
+    headers = {"Location": snap.href}
+    if replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return Response(_encode(snap), status_code=status, media_type=_JSON, headers=headers)
+
+
+@post("/v1/jobs", status_code=202, summary="Submit a job")
+async def create_job(
+    request: Request[object, object, State],
+    services: Services,
+    owner: str,
+    idempotency_key: Annotated[
+        str | None, Parameter(header="Idempotency-Key", max_length=255, required=False)
+    ] = None,
+) -> Response[bytes]:
+    """Accept a job (a pipeline of operations over uploaded inputs) and queue it.
+
+    Answers 202 with the job snapshot and its URL in ``Location``. With an ``Idempotency-Key``
+    header, repeating the same request returns the same job (header ``Idempotent-Replayed``);
+    the same key with another body is a 422, and while the first request is still being
+    accepted a 409.
+    """
+    body = await request.body()
+    snap, replayed = await services.jobs.submit(owner, body, idempotency_key)
+    return _job_response(snap, 202, replayed)
+
+
+@get("/v1/jobs/{job_id:uuid}", summary="Get a job")
+async def get_job(job_id: UUID, services: Services, owner: str) -> Response[bytes]:
+    """The job's current snapshot: phase, progress, results (with download links) or error."""
+    return _job_response(await services.jobs.get(owner, job_id), 200)
+
+
+@get("/v1/jobs", summary="List your jobs")
+async def list_jobs(
+    services: Services,
+    owner: str,
+    phase: Annotated[list[Phase] | None, Parameter(required=False)] = None,
+    cursor: Annotated[UUID | None, Parameter(required=False)] = None,
+    limit: Annotated[int, Parameter(ge=1, le=500)] = 50,
+) -> Response[bytes]:
+    """Your jobs, newest first. Filter by ``phase`` (repeatable); page with ``cursor``."""
+    items, nxt = await services.jobs.list(owner, phase or [], cursor, limit)
+    page = JobPage(items=items, next=str(nxt) if nxt else None)
+    return Response(_encode(page), media_type=_JSON)
+
+
+@delete("/v1/jobs/{job_id:uuid}", status_code=200, summary="Abort a job")
+async def abort_job(job_id: UUID, services: Services, owner: str) -> Response[bytes]:
+    """Abort a job that has not ended. A running job's worker process is killed."""
+    return _job_response(await services.jobs.abort(owner, job_id), 200)
+
+
+@get("/v1/jobs/{job_id:uuid}/results/{name:str}", summary="Download a result")
+async def get_result(job_id: UUID, name: str, services: Services, owner: str) -> Redirect:
+    """Redirect (303) to a short-lived signed URL of one result."""
+    row = await services.jobs.row(owner, job_id)
+    snap = snapshot(row)
+    if snap.phase is not Phase.COMPLETED:
+        raise ResultNotReadyError(f"job {job_id} is {snap.phase}")
+    for item in snap.results:
+        if item.name == name:
+            url = await services.resources.store.signed_url(
+                names.result_object(job_id, name), filename=name, media_type=item.media_type
+            )
+            return Redirect(url, status_code=303, headers={"Cache-Control": "no-store"})
+    raise UnknownResultError(f"job {job_id} has no result {name!r}")
+
+
+@get("/v1/jobs/{job_id:uuid}/events", summary="Stream a job's events")
+async def job_events(job_id: UUID, services: Services, owner: str) -> ServerSentEvent:
+    """Server-Sent Events: a ``snapshot`` event, ``progress`` events while the job runs, and a
+    final ``snapshot`` when it ends; then the stream closes."""
+    await services.jobs.get(owner, job_id)  # 404 before the stream starts
+    keepalive = services.settings.sse_keepalive
+
+    async def stream() -> AsyncIterator[ServerSentEventMessage]:
+        async with services.events.listen(job_id) as queue:
+            snap = await services.jobs.get(owner, job_id)  # after subscribing: nothing missed
+            yield ServerSentEventMessage(event="snapshot", data=_encode(snap).decode())
+            while snap.phase not in FINAL_PHASES:
+                try:
+                    raw = await asyncio.wait_for(queue.get(), keepalive)
+                except TimeoutError:
+                    # Also covers events lost while Redis was away: re-read the record.
+                    snap = await services.jobs.get(owner, job_id)
+                    if snap.phase not in FINAL_PHASES:
+                        yield ServerSentEventMessage(comment="keepalive")
+                    continue
+                event = _event_decoder.decode(raw)
+                if event.phase in FINAL_PHASES or event.phase is not snap.phase:
+                    snap = await services.jobs.get(owner, job_id)
+                if event.phase not in FINAL_PHASES:
+                    yield ServerSentEventMessage(event="progress", data=raw.decode())
+            yield ServerSentEventMessage(event="snapshot", data=_encode(snap).decode())
+
+    return ServerSentEvent(stream(), headers={"Cache-Control": "no-store"})
+
+
+ROUTES = [create_job, get_job, list_jobs, abort_job, get_result, job_events]

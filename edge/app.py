@@ -1,0 +1,99 @@
+"""The edge application factory: ``create_app(settings)``.
+
+Nothing connects at import. The lifespan opens PostgreSQL, Redis, RabbitMQ and the object
+store (or takes ``resources`` from a test), starts the outbox publisher and relay and the
+event hub, and closes everything in reverse order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+
+from contracts.ops import OpCatalog
+from edge.api import files, health, jobs, uploads
+from edge.api.deps import Services, provide_owner, provide_services
+from edge.errors import exception_handlers
+from edge.resources import Resources, open_resources
+from edge.services.auth import Authenticator
+from edge.services.events import EventHub
+from edge.services.jobs import JobService
+from edge.services.outbox import Outbox
+from edge.services.uploads import UploadService
+from edge.settings import EdgeSettings
+from edge.store.jobs import JobStore
+from edge.store.uploads import KeyStore, UploadStore
+
+
+@contextlib.asynccontextmanager
+async def start_services(
+    settings: EdgeSettings, catalog: OpCatalog, res: Resources
+) -> AsyncIterator[Services]:
+    """Build the services over open resources, start their tasks, stop them on exit."""
+    job_store, upload_store = JobStore(res.pg), UploadStore(res.pg)
+    outbox = Outbox(settings, res.rabbit, job_store, upload_store, res.store)
+    job_service = JobService(settings, catalog, job_store, upload_store, res.redis, outbox)
+    events = EventHub(res.events_redis, settings.redis.prefix)
+    services = Services(
+        settings=settings,
+        resources=res,
+        auth=Authenticator(KeyStore(res.pg), settings.key_cache_ttl),
+        jobs=job_service,
+        uploads=UploadService(settings, upload_store, res.store),
+        outbox=outbox,
+        events=events,
+    )
+    async with contextlib.AsyncExitStack() as stack:
+        await outbox.start()
+        stack.push_async_callback(outbox.stop)
+        job_service.start()
+        stack.push_async_callback(job_service.stop)
+        events.start()
+        stack.push_async_callback(events.stop)
+        yield services
+
+
+def create_app(settings: EdgeSettings, resources: Resources | None = None) -> Litestar:
+    """Build the edge application.
+
+    Raises:
+        contracts.ops.UnknownPluginError: an ``op_plugins`` module cannot be loaded.
+    """
+    catalog = OpCatalog.with_plugins(settings.op_plugins)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as stack:
+            res = resources or await stack.enter_async_context(open_resources(settings))
+            app.state.services = await stack.enter_async_context(
+                start_services(settings, catalog, res)
+            )
+            yield
+
+    handlers: list[Any] = [*jobs.ROUTES, *uploads.ROUTES, *health.ROUTES]
+    if settings.store.backend == "file":
+        handlers.extend(files.ROUTES)
+    return Litestar(
+        route_handlers=handlers,
+        lifespan=[lifespan],
+        dependencies={
+            "services": Provide(provide_services, sync_to_thread=False),
+            "owner": Provide(provide_owner),
+        },
+        exception_handlers=exception_handlers(),  # type: ignore[arg-type]
+        openapi_config=OpenAPIConfig(
+            title="pixfleet",
+            version="1",
+            description="Distributed image processing: upload, submit jobs, fetch results.",
+            path="/schema",
+        ),
+        request_max_body_size=settings.max_body_bytes,
+        state=State({"retry_after": settings.retry_after}),
+        logging_config=None,
+    )

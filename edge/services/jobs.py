@@ -1,0 +1,283 @@
+"""Job submission (idempotency, group-committed INSERT, outbox publish), reads and abort.
+
+The submit path costs one Redis round trip (``SET NX GET``), a share of one multi-row INSERT,
+and a share of one batch of publisher confirms; nothing on it waits for pixel work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+import msgspec
+import redis.asyncio as aioredis
+
+from contracts import names
+from contracts.api import FieldError, JobRequest
+from contracts.jobs import JobEvent, JobSnapshot, Phase, amqp_priority
+from contracts.messages import ControlMessage, JobMessage
+from contracts.ops import OpCatalog
+from edge.errors import (
+    IdempotencyInFlightError,
+    IdempotencyMismatchError,
+    InvalidRequestError,
+    JobNotAbortableError,
+    MalformedBodyError,
+    UnknownJobError,
+    UnknownUploadError,
+)
+from edge.services.batching import GroupCommit
+from edge.services.outbox import Outbox
+from edge.services.snapshots import snapshot
+from edge.settings import EdgeSettings
+from edge.store.jobs import JobStore, NewJob
+from edge.store.uploads import UploadStore
+from pixfleet.ids import uuid7
+
+_PENDING_GRACE = 30.0  # seconds after which an idempotency key with no job row is stale
+
+
+def validation_error(e: msgspec.ValidationError) -> InvalidRequestError:
+    """Turn msgspec's message (``... - at `$.pipeline[0].size` ``) into a problem with a path."""
+    message, _, path = str(e).rpartition(" - at ")
+    if not message:
+        message, path = str(e), ""
+    return InvalidRequestError(
+        str(e), errors=[FieldError(message=message, path=path.strip("`") or None)]
+    )
+
+
+class JobService:
+    """Everything the jobs API decides."""
+
+    def __init__(
+        self,
+        settings: EdgeSettings,
+        catalog: OpCatalog,
+        jobs: JobStore,
+        uploads: UploadStore,
+        redis: aioredis.Redis,
+        outbox: Outbox,
+    ) -> None:
+        self.settings = settings
+        self.catalog = catalog
+        self.jobs = jobs
+        self.uploads = uploads
+        self.redis = redis
+        self.outbox = outbox
+        self.decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(JobRequest[catalog.union])
+        self._encoder = msgspec.json.Encoder(order="deterministic")
+        self._inserts: GroupCommit[NewJob, bool] = GroupCommit(
+            jobs.insert_many, max_batch=settings.insert_batch
+        )
+        # Uploads never change owner once written: remember (owner, id) -> expiry.
+        self._owned: dict[tuple[str, UUID], datetime] = {}
+
+    def start(self) -> None:
+        self._inserts.start()
+
+    async def stop(self) -> None:
+        await self._inserts.stop()
+
+    def decode(self, body: bytes) -> Any:
+        """Decode and check a job request.
+
+        Raises:
+            MalformedBodyError: the body is empty or not JSON.
+            InvalidRequestError: wrong fields, types, ranges, unknown op, or over a limit.
+        """
+        if not body.strip():
+            raise MalformedBodyError("the body is empty; send a JSON job request")
+        try:
+            req = self.decoder.decode(body)
+        except msgspec.ValidationError as e:
+            raise validation_error(e) from None
+        except msgspec.DecodeError as e:
+            raise MalformedBodyError(str(e)) from None
+        s = self.settings
+        problems = []
+        if len(req.inputs) > s.max_inputs:
+            problems.append(FieldError(message=f"at most {s.max_inputs} inputs", path="$.inputs"))
+        if len(req.pipeline) > s.max_pipeline:
+            problems.append(
+                FieldError(message=f"at most {s.max_pipeline} operations", path="$.pipeline")
+            )
+        if req.execution_duration and req.execution_duration > s.max_execution_duration:
+            problems.append(
+                FieldError(
+                    message=f"at most {s.max_execution_duration} seconds",
+                    path="$.execution_duration",
+                )
+            )
+        if problems:
+            raise InvalidRequestError("the request exceeds a limit", errors=problems)
+        return req
+
+    async def _check_inputs(self, owner: str, inputs: Sequence[UUID]) -> None:
+        now = datetime.now(UTC)
+        missing = [u for u in inputs if (exp := self._owned.get((owner, u))) is None or exp <= now]
+        if missing:
+            found = await self.uploads.owned(owner, missing)
+            if len(self._owned) > 100_000:
+                self._owned.clear()
+            for upload_id, expires_at in found.items():
+                self._owned[(owner, upload_id)] = expires_at
+            unknown = [str(u) for u in missing if u not in found]
+            if unknown:
+                raise UnknownUploadError(
+                    f"unknown or expired upload(s): {', '.join(unknown)}",
+                    errors=[FieldError(message=f"unknown upload {u}", path="$.inputs") for u in unknown],
+                )
+
+    async def submit(
+        self, owner: str, body: bytes, idempotency_key: str | None
+    ) -> tuple[JobSnapshot, bool]:
+        """Accept a job; return its snapshot and whether this is a replay of an earlier answer.
+
+        Raises:
+            MalformedBodyError, InvalidRequestError, UnknownUploadError: bad request.
+            IdempotencyMismatchError: the key was used with another body.
+            IdempotencyInFlightError: the first request with this key is still running.
+        """
+        req = self.decode(body)
+        await self._check_inputs(owner, req.inputs)
+        encoded = self._encoder.encode(req)
+        digest = hashlib.sha256(encoded).digest()
+        job_id = uuid7()
+        rkey = None
+        if idempotency_key is not None:
+            rkey = names.idempotency_key(self.settings.redis.prefix, owner, idempotency_key)
+            value = f"{digest.hex()}:{job_id}:{time.time():.3f}"
+            previous = await self.redis.set(
+                rkey, value, nx=True, get=True, ex=self.settings.idempotency_ttl
+            )
+            if previous is not None:
+                return await self._replay(owner, idempotency_key, rkey, previous, digest), True
+        now = datetime.now(UTC)
+        duration = req.execution_duration or self.settings.default_execution_duration
+        pool = self.catalog.pool_for(req.pipeline)
+        priority = amqp_priority(req.priority)
+        new = NewJob(
+            id=job_id,
+            owner=owner,
+            run_id=req.run_id,
+            idempotency_key=idempotency_key,
+            request_digest=digest,
+            pool=pool.value,
+            priority_class=req.priority.value,
+            priority=priority,
+            request=encoded.decode(),
+            destruction_at=now + timedelta(seconds=self.settings.job_ttl),
+            execution_duration=duration,
+        )
+        try:
+            inserted = await self._inserts.submit(new)
+        except BaseException:
+            if rkey is not None:
+                await self._forget(rkey)
+            raise
+        if not inserted:  # PostgreSQL, the authority, already holds this key
+            assert idempotency_key is not None
+            return await self._replay_from_db(owner, idempotency_key, digest), True
+        self.outbox.enqueue(JobMessage(job_id=job_id, pool=pool, priority=priority))
+        return (
+            JobSnapshot(
+                id=job_id,
+                phase=Phase.QUEUED,
+                href=f"/v1/jobs/{job_id}",
+                priority=req.priority,
+                pool=pool,
+                run_id=req.run_id,
+                created_at=now,
+                destruction_at=new.destruction_at,
+                execution_duration=duration,
+            ),
+            False,
+        )
+
+    async def _forget(self, rkey: str) -> None:
+        try:
+            await self.redis.delete(rkey)
+        except Exception:  # best effort: the key then expires as stale after _PENDING_GRACE
+            pass
+
+    async def _replay(
+        self, owner: str, key: str, rkey: str, previous: bytes | str, digest: bytes
+    ) -> JobSnapshot:
+        text = previous.decode() if isinstance(previous, bytes) else previous
+        digest_hex, job_id, stamp = text.split(":")
+        if digest_hex != digest.hex():
+            raise IdempotencyMismatchError(
+                f"Idempotency-Key {key!r} was first used with a different request body"
+            )
+        row = await self.jobs.get(owner, UUID(job_id))
+        if row is not None:
+            return snapshot(row)
+        row = await self.jobs.get_by_idempotency_key(owner, key)
+        if row is not None:
+            return await self._replay_from_db(owner, key, digest)
+        if time.time() - float(stamp) < _PENDING_GRACE:
+            raise IdempotencyInFlightError(f"a request with Idempotency-Key {key!r} is running")
+        # The first request died between Redis and PostgreSQL: forget it and ask for a retry.
+        await self._forget(rkey)
+        raise IdempotencyInFlightError(f"retry: the first request with key {key!r} was lost")
+
+    async def _replay_from_db(self, owner: str, key: str, digest: bytes) -> JobSnapshot:
+        row = await self.jobs.get_by_idempotency_key(owner, key)
+        if row is None:  # raced with the sweeper; extremely unlikely
+            raise IdempotencyInFlightError("retry")
+        if bytes(row["request_digest"]) != digest:
+            raise IdempotencyMismatchError(
+                f"Idempotency-Key {key!r} was first used with a different request body"
+            )
+        return snapshot(row)
+
+    async def get(self, owner: str, job_id: UUID) -> JobSnapshot:
+        """Raises: UnknownJobError: no such job of this owner."""
+        row = await self.jobs.get(owner, job_id)
+        if row is None:
+            raise UnknownJobError(f"no job {job_id}")
+        return snapshot(row)
+
+    async def row(self, owner: str, job_id: UUID) -> Any:
+        row = await self.jobs.get(owner, job_id)
+        if row is None:
+            raise UnknownJobError(f"no job {job_id}")
+        return row
+
+    async def list(
+        self, owner: str, phases: Sequence[Phase], cursor: UUID | None, limit: int
+    ) -> tuple[list[JobSnapshot], UUID | None]:
+        rows = await self.jobs.list(
+            owner, phases=[p.value for p in phases], before=cursor, limit=limit + 1
+        )
+        items = [snapshot(r) for r in rows[:limit]]
+        return items, (items[-1].id if len(rows) > limit else None)
+
+    async def abort(self, owner: str, job_id: UUID) -> JobSnapshot:
+        """Abort a job that has not ended; a running job's child process is killed.
+
+        Raises:
+            UnknownJobError: no such job of this owner.
+            JobNotAbortableError: the job has already ended.
+        """
+        row = await self.jobs.abort(owner, job_id)
+        if row is None:
+            current = await self.jobs.get(owner, job_id)
+            if current is None:
+                raise UnknownJobError(f"no job {job_id}")
+            raise JobNotAbortableError(f"job {job_id} is {current['phase']}")
+        prefix = self.settings.redis.prefix
+        await self.redis.publish(
+            names.control_channel(prefix),
+            msgspec.json.encode(ControlMessage(action="abort", job_id=job_id)),
+        )
+        await self.redis.publish(
+            names.job_channel(prefix, job_id),
+            msgspec.json.encode(JobEvent(job_id=job_id, phase=Phase.ABORTED)),
+        )
+        return snapshot(row)

@@ -1,0 +1,178 @@
+"""Transactional outbox: publish accepted jobs with confirms; relay what was never confirmed.
+
+A job row is committed (``enqueued_at IS NULL``) before its message is published. The
+publisher sends whatever has accumulated with many confirms in flight and marks the confirmed
+ids in one UPDATE per batch. The relay (one active across all edge processes, elected with a
+PostgreSQL session advisory lock) republishes rows that stayed unconfirmed, returns jobs whose
+worker vanished to the outbox, and destroys expired jobs and uploads. So an accepted job is
+never lost: broker down, edge crash or full buffer only delay it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+from aio_pika.abc import AbstractExchange, AbstractRobustConnection
+
+from contracts import names
+from contracts.jobs import Pool
+from contracts.messages import JobMessage
+from edge.settings import EdgeSettings
+from edge.store.jobs import JobStore
+from edge.store.uploads import UploadStore
+from pixfleet.broker import job_message
+from pixfleet.store import ObjectStore
+
+log = logging.getLogger(__name__)
+
+RELAY_LOCK = 0x70697872  # "pixr": advisory lock of the active relay
+_BATCH = 512
+
+
+class Outbox:
+    """Publisher and relay of one edge process."""
+
+    def __init__(
+        self,
+        settings: EdgeSettings,
+        connection: AbstractRobustConnection,
+        jobs: JobStore,
+        uploads: UploadStore,
+        store: ObjectStore,
+    ) -> None:
+        self.settings = settings
+        self.connection = connection
+        self.jobs = jobs
+        self.uploads = uploads
+        self.store = store
+        self._queue: asyncio.Queue[JobMessage] = asyncio.Queue(settings.publish_buffer)
+        self._exchange: AbstractExchange | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._lock_conn: Any = None
+        self.is_leader = False
+
+    async def start(self) -> None:
+        channel = await self.connection.channel(publisher_confirms=True)
+        self._exchange = await channel.get_exchange(
+            names.jobs_exchange(self.settings.rabbit.namespace), ensure=False
+        )
+        self._spawn(self._publish_loop())
+        self._spawn(self._relay_loop())
+
+    async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._lock_conn is not None:
+            with contextlib.suppress(Exception):
+                await self._lock_conn.close(timeout=2)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def enqueue(self, msg: JobMessage) -> None:
+        """Hand a committed job to the publisher; when the buffer is full the relay takes it."""
+        try:
+            self._queue.put_nowait(msg)
+        except asyncio.QueueFull:
+            log.warning("publish buffer full; job %s left to the relay", msg.job_id)
+
+    async def publish(self, messages: Sequence[JobMessage]) -> list[UUID]:
+        """Publish with confirms, all in flight at once; return the confirmed job ids."""
+        assert self._exchange is not None
+        exchange, timeout = self._exchange, self.settings.rabbit.publish_timeout
+        results = await asyncio.gather(
+            *(exchange.publish(job_message(m), m.pool.value, timeout=timeout) for m in messages),
+            return_exceptions=True,
+        )
+        confirmed = [m.job_id for m, r in zip(messages, results, strict=True)
+                     if not isinstance(r, BaseException)]
+        failed = len(messages) - len(confirmed)
+        if failed:
+            first = next(r for r in results if isinstance(r, BaseException))
+            log.warning("%d publishes unconfirmed (left to the relay): %r", failed, first)
+        return confirmed
+
+    async def _mark(self, ids: list[UUID]) -> None:
+        try:
+            await self.jobs.mark_enqueued(ids)
+        except Exception as e:  # the relay republishes them; a duplicate is dropped by claims
+            log.warning("could not mark %d jobs enqueued: %r", len(ids), e)
+
+    async def _publish_loop(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < _BATCH and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            confirmed = await self.publish(batch)
+            if confirmed:
+                self._spawn(self._mark(confirmed))
+
+    async def _lead(self) -> bool:
+        """Hold the relay lock on a dedicated connection; True while this process holds it."""
+        if self._lock_conn is not None and not self._lock_conn.is_closed():
+            try:
+                await self._lock_conn.fetchval("SELECT 1", timeout=2)
+                return self.is_leader or await self._try_lock()
+            except Exception:
+                with contextlib.suppress(Exception):
+                    self._lock_conn.terminate()
+        self._lock_conn, self.is_leader = None, False
+        pg = self.settings.postgres
+        self._lock_conn = await asyncpg.connect(pg.dsn.reveal(), timeout=pg.connect_timeout)
+        return await self._try_lock()
+
+    async def _try_lock(self) -> bool:
+        self.is_leader = bool(
+            await self._lock_conn.fetchval("SELECT pg_try_advisory_lock($1)", RELAY_LOCK, timeout=2)
+        )
+        return self.is_leader
+
+    async def _relay_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.relay_interval)
+            try:
+                if await self._lead():
+                    await self.relay_once()
+            except Exception as e:
+                log.warning("outbox relay pass failed: %r", e)
+
+    async def relay_once(self) -> int:
+        """One relay pass; return how many jobs were republished."""
+        s = self.settings
+        released = await self.jobs.release_expired_leases(older_than=60.0, limit=_BATCH)
+        if released:
+            log.warning("returned %d jobs with long-expired leases to the outbox", released)
+        rows = await self.jobs.unenqueued(older_than=s.relay_grace, limit=_BATCH)
+        if rows:
+            messages = [
+                JobMessage(job_id=r["id"], pool=Pool(r["pool"]), priority=r["priority"],
+                           attempt=r["attempts"])
+                for r in rows
+            ]
+            confirmed = await self.publish(messages)
+            if confirmed:
+                await self.jobs.mark_enqueued(confirmed)
+            log.info("relay republished %d of %d unconfirmed jobs", len(confirmed), len(rows))
+        await self._sweep()
+        return len(rows)
+
+    async def _sweep(self) -> None:
+        expired = await self.jobs.expired(limit=100)
+        for job_id in expired:
+            await self.store.delete_prefix(names.result_prefix(job_id))
+        if expired:
+            await self.jobs.archive(expired)
+        uploads = await self.uploads.expired(limit=100)
+        for row in uploads:
+            await self.store.delete(row["object_key"])
+        if uploads:
+            await self.uploads.delete([r["id"] for r in uploads])

@@ -1,0 +1,101 @@
+"""Uploads: stream to a spool file while hashing, sniff the type from the bytes, check the
+pixel limit from the header, then move into the store. Nothing is stored half-written."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import tempfile
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from contracts import names
+from contracts.api import Upload
+from edge.errors import ImageRejectedError, PayloadTooLargeError, UnsupportedMediaError
+from edge.settings import EdgeSettings
+from edge.store.uploads import UploadStore
+from pixfleet.ids import uuid7
+from pixfleet.sniff import CorruptImageError, ImageTooLargeError, NotAnImageError, inspect_image
+from pixfleet.store import ObjectStore
+
+
+def upload_view(row: object) -> Upload:
+    r = row  # asyncpg.Record
+    return Upload(
+        id=r["id"],  # type: ignore[index]
+        size=r["size"],  # type: ignore[index]
+        sha256=r["sha256"],  # type: ignore[index]
+        media_type=r["media_type"],  # type: ignore[index]
+        width=r["width"],  # type: ignore[index]
+        height=r["height"],  # type: ignore[index]
+        created_at=r["created_at"],  # type: ignore[index]
+        expires_at=r["expires_at"],  # type: ignore[index]
+    )
+
+
+class UploadService:
+    """Accept image uploads."""
+
+    def __init__(self, settings: EdgeSettings, uploads: UploadStore, store: ObjectStore) -> None:
+        self.settings = settings
+        self.uploads = uploads
+        self.store = store
+        spool = Path(settings.store.root) / "tmp" if settings.store.backend == "file" else None
+        if spool is not None:
+            spool.mkdir(parents=True, exist_ok=True)
+        self.spool_dir = str(spool) if spool else None
+
+    async def create(self, owner: str, chunks: AsyncIterator[bytes]) -> Upload:
+        """Store an upload and return its record.
+
+        Raises:
+            PayloadTooLargeError: more bytes than ``max_upload_bytes``.
+            UnsupportedMediaError: the bytes are not a supported image (or are empty).
+            ImageRejectedError: the image is corrupt or over the pixel limit.
+        """
+        limits = self.settings.limits
+        fd, name = tempfile.mkstemp(prefix="upload-", dir=self.spool_dir)
+        path = Path(name)
+        try:
+            digest = hashlib.sha256()
+            size = 0
+            with os.fdopen(fd, "wb") as f:
+                async for chunk in chunks:
+                    size += len(chunk)
+                    if size > limits.max_upload_bytes:
+                        raise PayloadTooLargeError(
+                            f"uploads are limited to {limits.max_upload_bytes} bytes"
+                        )
+                    digest.update(chunk)
+                    f.write(chunk)
+            if size == 0:
+                raise UnsupportedMediaError("the upload is empty")
+            try:
+                info = await asyncio.to_thread(
+                    inspect_image, path, max_pixels=limits.max_pixels, max_side=limits.max_side
+                )
+            except NotAnImageError as e:
+                raise UnsupportedMediaError(str(e)) from None
+            except (CorruptImageError, ImageTooLargeError) as e:
+                raise ImageRejectedError(str(e)) from None
+            upload_id = uuid7()
+            key = names.upload_object(upload_id)
+            sha = digest.hexdigest()
+            await self.store.put_file(key, path, info.media_type, sha256=sha, move=True)
+            now = datetime.now(UTC)
+            try:
+                row = await self.uploads.insert(
+                    upload_id=upload_id, owner=owner, object_key=key, size=size, sha256=sha,
+                    media_type=info.media_type, width=info.width, height=info.height,
+                    expires_at=now + timedelta(seconds=self.settings.upload_ttl),
+                )
+            except BaseException:
+                await asyncio.shield(self.store.delete(key))
+                raise
+            return upload_view(row)
+        finally:
+            with contextlib.suppress(FileNotFoundError):  # gone already when moved into place
+                path.unlink()

@@ -1,0 +1,59 @@
+"""Settings of the edge deployable, read from ``PIXFLEET_*`` variables once in ``main``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+
+from contracts.settings import (
+    LimitsSettings,
+    Positive,
+    PositiveInt,
+    PostgresSettings,
+    RabbitSettings,
+    RedisSettings,
+    StoreSettings,
+)
+
+
+class EdgeSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Everything the edge reads from its environment."""
+
+    postgres: PostgresSettings = msgspec.field(default_factory=PostgresSettings)
+    redis: RedisSettings = msgspec.field(default_factory=RedisSettings)
+    rabbit: RabbitSettings = msgspec.field(default_factory=RabbitSettings)
+    store: StoreSettings = msgspec.field(default_factory=StoreSettings)
+    limits: LimitsSettings = msgspec.field(default_factory=LimitsSettings)
+
+    host: str = "127.0.0.1"
+    port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8000
+    processes: PositiveInt = 1
+    """Edge server processes (each with its own pools; one relay is active across all)."""
+    max_body_bytes: PositiveInt = 64 * 1024
+    """Largest JSON request body (job submissions)."""
+    max_inputs: PositiveInt = 64
+    max_pipeline: PositiveInt = 16
+    default_execution_duration: PositiveInt = 600
+    max_execution_duration: PositiveInt = 3600
+    """Cap on a job's execution time limit; keep it below RabbitMQ's consumer_timeout."""
+    job_ttl: PositiveInt = 7 * 24 * 3600
+    """Seconds from submission to a job's destruction (results deleted, phase ARCHIVED)."""
+    upload_ttl: PositiveInt = 24 * 3600
+    idempotency_ttl: PositiveInt = 24 * 3600
+    """Seconds the Redis fast path remembers an idempotency key (PostgreSQL keeps it forever)."""
+    key_cache_ttl: Positive = 30.0
+    """Seconds an API key lookup is cached (a revoked key works at most this long)."""
+    relay_interval: Positive = 2.0
+    """Seconds between outbox relay passes."""
+    relay_grace: Positive = 5.0
+    """Seconds a job may stay unconfirmed before the relay republishes it."""
+    publish_buffer: PositiveInt = 10_000
+    """Jobs waiting for their first publish; past it they are left to the relay."""
+    insert_batch: PositiveInt = 256
+    """Largest multi-row INSERT of submitted jobs (group commit)."""
+    retry_after: PositiveInt = 5
+    """Retry-After seconds sent with 503 answers."""
+    sse_keepalive: Positive = 15.0
+    op_plugins: list[str] = msgspec.field(default_factory=list)
+    """Modules exposing extra operations (``OPS``) to accept."""

@@ -1,0 +1,40 @@
+"""API keys: generated once, shown once, stored as SHA-256 hashes."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+import asyncpg
+
+KEY_PREFIX = "pfk_"
+
+
+def hash_key(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()
+
+
+async def create_key(conn: asyncpg.Pool | asyncpg.Connection, owner: str, label: str | None = None) -> str:
+    """Create an API key for ``owner`` and return it (it cannot be shown again).
+
+    Raises:
+        ValueError: the owner name is empty or longer than 128 characters.
+    """
+    if not owner or len(owner) > 128:
+        raise ValueError("owner must be 1 to 128 characters")
+    key = KEY_PREFIX + secrets.token_urlsafe(32)
+    await conn.execute(
+        "INSERT INTO api_keys (key_hash, owner, label) VALUES ($1, $2, $3)",
+        hash_key(key),
+        owner,
+        label,
+    )
+    return key
+
+
+async def revoke_owner_keys(conn: asyncpg.Pool | asyncpg.Connection, owner: str) -> int:
+    """Revoke every key of an owner; return how many."""
+    result: str = await conn.execute(
+        "UPDATE api_keys SET revoked_at = now() WHERE owner = $1 AND revoked_at IS NULL", owner
+    )
+    return int(result.split()[-1])

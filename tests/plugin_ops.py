@@ -1,0 +1,45 @@
+"""Operations that exist only for tests, added through ``op_plugins`` like any plugin.
+
+Only Structs here (the edge imports this module to validate requests); the functions live in
+``tests.plugin_ops_impl`` and are imported by worker children alone.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from contracts.jobs import Pool
+from contracts.ops import Op
+
+
+class Slow(Op, tag="test_slow"):
+    """Sleep ``seconds`` in steps, reporting progress; output a small text file."""
+
+    impl: ClassVar[str] = "tests.plugin_ops_impl:slow"
+    seconds: float = 1.0
+    marker: str = ""
+    """A file the op creates when it starts (lets a test see that a job is running)."""
+
+
+class Flaky(Op, tag="test_flaky"):
+    """Always fail with a transient error."""
+
+    impl: ClassVar[str] = "tests.plugin_ops_impl:flaky"
+
+
+class Crash(Op, tag="test_crash"):
+    """Kill its own process."""
+
+    impl: ClassVar[str] = "tests.plugin_ops_impl:crash"
+
+
+class HeavySlow(Op, tag="test_heavy_slow"):
+    """Like ``test_slow``, on the heavy pool."""
+
+    pool: ClassVar[Pool] = Pool.heavy
+    impl: ClassVar[str] = "tests.plugin_ops_impl:slow"
+    seconds: float = 0.1
+    marker: str = ""
+
+
+OPS = (Slow, Flaky, Crash, HeavySlow)

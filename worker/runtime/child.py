@@ -1,0 +1,135 @@
+"""The child process of a slot: receives tasks over a pipe, runs operation pipelines.
+
+This module is the child's entry point. At start it limits its own memory, dies with its
+parent (``PR_SET_PDEATHSIG``), and imports the operation modules of its pool before taking a
+task, so the first job does not pay the import. It must stay importable without the numeric
+stack: the parent imports it to name the target of the spawned process.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib
+import os
+import resource
+import signal
+import sys
+import traceback
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from contracts.ops import Op, OpCatalog
+
+PR_SET_PDEATHSIG = 1
+
+
+@dataclass(frozen=True)
+class ChildConfig:
+    op_plugins: list[str]
+    pool: str
+    max_pixels: int
+    max_side: int
+    memory_mb: int
+    threads: int
+
+
+@dataclass(frozen=True)
+class ChildTask:
+    job_id: str
+    pipeline: bytes
+    inputs: list[tuple[str, str, str]]  # (path, media type, name)
+    workdir: str
+
+
+@dataclass
+class _Context:
+    """The ``OpContext`` given to operations: where to write, limits, and progress."""
+
+    conn: Connection
+    workdir: Path
+    max_pixels: int
+    max_side: int
+    _weight: tuple[float, float] = field(default=(0.0, 1.0))
+
+    def progress(self, fraction: float, message: str | None = None) -> None:
+        start, span = self._weight
+        value = start + span * min(1.0, max(0.0, float(fraction)))
+        self.conn.send(("progress", value, message))
+
+
+def _limit_self(config: ChildConfig) -> None:
+    try:  # die with the parent, even on SIGKILL of the parent (Linux)
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except OSError:
+        pass
+    if config.memory_mb:
+        limit = config.memory_mb * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    # SIGINT goes to the whole process group on Ctrl-C; the parent decides what stops.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _resolve(impl: str) -> Any:
+    module, _, name = impl.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _run(task: ChildTask, catalog: OpCatalog, decoder: Any, ctx: _Context) -> list[Any]:
+    from worker.ops.api import InputFile
+
+    pipeline: list[Op] = decoder.decode(task.pipeline)
+    files = [InputFile(path=Path(p), media_type=m, name=n) for p, m, n in task.inputs]
+    n = len(pipeline)
+    for i, op in enumerate(pipeline):
+        ctx._weight = (i / n, 1 / n)
+        step_dir = ctx.workdir / f"step{i}"
+        step_dir.mkdir(parents=True, exist_ok=True)
+        ctx.workdir, base = step_dir, ctx.workdir
+        try:
+            outputs = _resolve(type(op).impl)(op, files, ctx)
+        finally:
+            ctx.workdir = base
+        files = [InputFile(path=o.path, media_type=o.media_type, name=o.name) for o in outputs]
+    return [(str(f.path), f.name, f.media_type) for f in files]
+
+
+def child_main(conn: Connection, config: ChildConfig) -> None:
+    """Serve tasks until the pipe closes."""
+    _limit_self(config)
+    os.environ.setdefault("OMP_NUM_THREADS", str(config.threads))
+    os.environ.setdefault("OPENCV_FOR_THREADS_NUM", str(config.threads))
+    # OpenCV's own decode limit, below ours: a header that lies still cannot allocate more.
+    os.environ.setdefault("CV_IO_MAX_IMAGE_PIXELS", str(config.max_pixels))
+    from worker.errors import OpError
+
+    catalog = OpCatalog.with_plugins(config.op_plugins)
+    decoder = msgspec.json.Decoder(list[catalog.union])  # type: ignore[name-defined]
+    for op in catalog.ops.values():
+        if op.pool.value == config.pool or config.pool == "heavy":
+            _resolve(op.impl)  # pre-import: the first job must not pay the import
+    conn.send(("ready", os.getpid()))
+    while True:
+        try:
+            task: ChildTask = conn.recv()
+        except (EOFError, OSError):
+            return
+        ctx = _Context(conn, Path(task.workdir), config.max_pixels, config.max_side)
+        try:
+            outputs = _run(task, catalog, decoder, ctx)
+        except OpError as e:
+            conn.send(("error", e.code, str(e.args[0]) if e.args else str(e),
+                       getattr(e, "detail", None)))
+        except MemoryError:
+            conn.send(("error", "usage_error", "the job needs more memory than a worker allows",
+                       None))
+        except Exception as e:  # a bug or an unwrapped library error: fail and alert
+            conn.send(("error", "fatal_error", f"{type(e).__name__}: {e}",
+                       "".join(traceback.format_exception(e))[-4000:]))
+        else:
+            conn.send(("done", outputs))
+        sys.stdout.flush()

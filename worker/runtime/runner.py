@@ -1,0 +1,305 @@
+"""One delivery, start to finish: claim, run in a slot, record, then ack (or retry/dead-letter).
+
+The runtime alone decides what a failure means:
+
+- usage error, crash of the child, time limit: the job ends in ``ERROR`` at once;
+- transient error: the job goes back to ``QUEUED`` and its message waits in a TTL retry
+  queue (exponential backoff) until ``max_attempts``; then it is dead-lettered;
+- fatal error: ``ERROR`` and a dead letter (an operator should look);
+- abort or lost lease: nothing is recorded (someone else owns the row now);
+- shutdown: the job is released and its message requeued for another worker.
+
+The message is acknowledged only after the outcome is recorded in PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import msgspec
+import redis.asyncio as aioredis
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
+
+from contracts import names
+from contracts.api import JobRequest
+from contracts.jobs import FINAL_PHASES, ErrorDocument, JobEvent, Phase, ResultItem
+from contracts.messages import JobMessage
+from pixfleet.broker import job_message, retry_delay
+from pixfleet.store import ObjectStore
+from worker.runtime.child import ChildTask
+from worker.runtime.jobstore import Claim, WorkerJobStore
+from worker.runtime.progress import ProgressReporter, publish_event
+from worker.runtime.slots import ChildCrashedError, OpFailedError, SlotPool, SlotStoppedError
+from worker.settings import WorkerSettings
+
+log = logging.getLogger(__name__)
+
+_request_decoder = msgspec.json.Decoder(JobRequest[msgspec.Raw])
+_message_decoder = msgspec.json.Decoder(JobMessage)
+
+
+@dataclass
+class Running:
+    """A job this worker runs: resolve ``stop`` to stop it (reason as value)."""
+
+    claim: Claim
+    stop: asyncio.Future[str] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+    def request_stop(self, reason: str) -> None:
+        if not self.stop.done():
+            self.stop.set_result(reason)
+
+
+class JobRunner:
+    """Handle deliveries of one pool."""
+
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        jobs: WorkerJobStore,
+        redis: aioredis.Redis,
+        store: ObjectStore,
+        slots: SlotPool,
+        publish_channel: AbstractChannel,
+        worker_name: str,
+    ) -> None:
+        self.settings = settings
+        self.jobs = jobs
+        self.redis = redis
+        self.store = store
+        self.slots = slots
+        self.channel = publish_channel
+        self.worker_name = worker_name
+        self.running: dict[UUID, Running] = {}
+        self.scratch = Path(settings.scratch_dir)
+        self.shutting_down = False
+
+    # -- entry point -------------------------------------------------------------------
+
+    async def handle(self, message: AbstractIncomingMessage) -> None:
+        """Process one delivery; never raises (every path acks, nacks or rejects)."""
+        try:
+            msg = _message_decoder.decode(message.body)
+        except msgspec.DecodeError as e:
+            log.error("undecodable message dead-lettered: %s", e)
+            await message.reject(requeue=False)
+            return
+        try:
+            await self._handle(message, msg)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # an outage mid-way: let the broker redeliver later
+            log.exception("job %s: infrastructure error, message requeued: %r", msg.job_id, e)
+            await asyncio.sleep(1.0)
+            with contextlib.suppress(Exception):
+                await message.nack(requeue=True)
+
+    async def _handle(self, message: AbstractIncomingMessage, msg: JobMessage) -> None:
+        s = self.settings
+        claim = await self.jobs.claim(msg.job_id, uuid.uuid4(), self.worker_name, s.lease_seconds)
+        if claim is None:
+            await self._not_claimed(message, msg)
+            return
+        running = Running(claim)
+        self.running[claim.job_id] = running
+        heartbeat = asyncio.create_task(self._heartbeat(running))
+        try:
+            await publish_event(self.redis, s.redis.prefix,
+                                JobEvent(job_id=claim.job_id, phase=Phase.EXECUTING))
+            await self._execute(message, msg, running)
+        finally:
+            heartbeat.cancel()
+            self.running.pop(claim.job_id, None)
+            shutil.rmtree(self.scratch / str(claim.job_id), ignore_errors=True)
+
+    async def _not_claimed(self, message: AbstractIncomingMessage, msg: JobMessage) -> None:
+        state = await self.jobs.state(msg.job_id)
+        if state is None or Phase(state.phase) in FINAL_PHASES or state.phase == "QUEUED":
+            await message.ack()  # a duplicate, or the job ended/was aborted: drop it
+            return
+        # EXECUTING under a live lease: its holder may be alive (duplicate) or dead (this is
+        # the redelivery after its crash). Look again once the lease could have expired.
+        remaining = max(state.lease_remaining or 0.0, 0.0)
+        level = next((i for i, d in enumerate(s := self.settings.rabbit.retry_delays, 1)
+                      if d >= remaining), len(s))
+        await self._publish_retry(msg, level)
+        await message.ack()
+
+    # -- running -----------------------------------------------------------------------
+
+    async def _execute(
+        self, message: AbstractIncomingMessage, msg: JobMessage, running: Running
+    ) -> None:
+        s, claim = self.settings, running.claim
+        try:
+            task = await self._prepare(claim)
+            reporter = ProgressReporter(claim, self.redis, s.redis.prefix, self.jobs,
+                                        s.progress_interval, s.progress_db_interval)
+            async with self.slots.borrow() as slot:
+                outputs = await slot.run(task, timeout=claim.execution_duration,
+                                         stop=running.stop, on_progress=reporter)
+            await reporter.drain()
+            results = await self._store_results(claim, outputs)
+        except OpFailedError as e:
+            await self._failed(message, msg, claim, e.code, e.message, e.detail)
+            return
+        except ChildCrashedError as e:
+            await self._failed(message, msg, claim, "worker_crashed", str(e), None)
+            return
+        except SlotStoppedError as e:
+            await self._stopped(message, claim, e.reason)
+            return
+        except _InputError as e:
+            await self._failed(message, msg, claim, "usage_error", str(e), None)
+            return
+        if await self.jobs.complete(claim, results):
+            await publish_event(self.redis, s.redis.prefix,
+                                JobEvent(job_id=claim.job_id, phase=Phase.COMPLETED, progress=1.0))
+        await message.ack()
+
+    async def _prepare(self, claim: Claim) -> ChildTask:
+        request = _request_decoder.decode(claim.request)
+        rows = await self.jobs.inputs(request.inputs)
+        workdir = self.scratch / str(claim.job_id)
+        workdir.mkdir(parents=True, exist_ok=True)
+        inputs = []
+        for upload_id in request.inputs:
+            row = rows.get(upload_id)
+            if row is None:
+                raise _InputError(f"input {upload_id} no longer exists")
+            path = self.store.local_path(row["object_key"])
+            if path is None:
+                path = workdir / "in" / str(upload_id)
+                path.parent.mkdir(exist_ok=True)
+                await self.store.download(row["object_key"], path)
+            inputs.append((str(path), row["media_type"], str(upload_id)))
+        pipeline = msgspec.json.encode(request.pipeline)
+        return ChildTask(str(claim.job_id), pipeline, inputs, str(workdir / "out"))
+
+    async def _store_results(
+        self, claim: Claim, outputs: list[tuple[str, str, str]]
+    ) -> list[ResultItem]:
+        results, seen = [], set()
+        for path, name, media_type in outputs:
+            base = _file_name(name, path) if name else Path(path).name
+            final, n = base, 1
+            while final in seen:
+                n += 1
+                final = f"{n}-{base}"
+            seen.add(final)
+            stored = await self.store.put_file(
+                names.result_object(claim.job_id, final), Path(path), media_type
+            )
+            results.append(ResultItem(name=final, media_type=media_type, size=stored.size,
+                                      sha256=stored.sha256))
+        return results
+
+    async def _heartbeat(self, running: Running) -> None:
+        lease = self.settings.lease_seconds
+        while not running.stop.done():
+            await asyncio.sleep(lease / 3)
+            try:
+                if not await self.jobs.renew(running.claim, lease):
+                    running.request_stop("lost")  # aborted, or taken over after a stall
+            except Exception as e:  # keep running: the lease outlives a short outage
+                log.warning("lease renewal of job %s failed: %r", running.claim.job_id, e)
+
+    # -- outcomes ----------------------------------------------------------------------
+
+    async def _stopped(self, message: AbstractIncomingMessage, claim: Claim, reason: str) -> None:
+        prefix = self.settings.redis.prefix
+        if reason == "execution_duration_exceeded":
+            error = ErrorDocument(
+                code="execution_duration_exceeded",
+                message=f"the job ran longer than its limit of {claim.execution_duration} s",
+            )
+            if await self.jobs.fail(claim, error):
+                await publish_event(self.redis, prefix,
+                                    JobEvent(job_id=claim.job_id, phase=Phase.ERROR))
+            await message.ack()
+        elif reason == "shutdown":
+            await self.jobs.release(claim)
+            await message.nack(requeue=True)
+        else:  # aborted or lost: the row is no longer ours to write
+            log.info("job %s stopped: %s", claim.job_id, reason)
+            await message.ack()
+
+    async def _failed(
+        self,
+        message: AbstractIncomingMessage,
+        msg: JobMessage,
+        claim: Claim,
+        code: str,
+        text: str,
+        detail: str | None,
+    ) -> None:
+        s = self.settings
+        transient = code == "transient_error"
+        exhausted = transient and claim.attempts >= s.max_attempts
+        error = ErrorDocument(code=code, message=text, detail=detail, retryable=transient)
+        if transient and not exhausted:
+            level, delay = retry_delay(s.rabbit, claim.attempts)
+            log.info("job %s attempt %d failed transiently; retry in %.0f s",
+                     claim.job_id, claim.attempts, delay)
+            await self._publish_retry(msg, level, attempt=claim.attempts)
+            await self.jobs.release(claim, error)
+            await message.ack()
+            return
+        if exhausted or code == "fatal_error":
+            if exhausted:
+                error = msgspec.structs.replace(
+                    error, message=f"{text} (gave up after {claim.attempts} attempts)")
+            await self._dead_letter(msg, claim, error)
+        log.info("job %s failed: %s: %s", claim.job_id, code, text)
+        if await self.jobs.fail(claim, error):
+            await publish_event(self.redis, s.redis.prefix,
+                                JobEvent(job_id=claim.job_id, phase=Phase.ERROR))
+        await message.ack()
+
+    async def _publish_retry(self, msg: JobMessage, level: int, attempt: int | None = None) -> None:
+        ns = self.settings.rabbit.namespace
+        if attempt is not None:
+            msg = msgspec.structs.replace(msg, attempt=attempt)
+        await self.channel.default_exchange.publish(
+            job_message(msg), names.retry_queue(ns, msg.pool, level),
+            timeout=self.settings.rabbit.publish_timeout,
+        )
+
+    async def _dead_letter(self, msg: JobMessage, claim: Claim, error: ErrorDocument) -> None:
+        ns = self.settings.rabbit.namespace
+        exchange = await self.channel.get_exchange(names.dead_exchange(ns), ensure=False)
+        headers: dict[str, Any] = {
+            "x-pixfleet-error-code": error.code,
+            "x-pixfleet-error": error.message[:1000],
+            "x-pixfleet-attempts": claim.attempts,
+            "x-pixfleet-worker": self.worker_name,
+        }
+        await exchange.publish(job_message(msgspec.structs.replace(msg, attempt=claim.attempts),
+                                           headers), "", timeout=self.settings.rabbit.publish_timeout)
+
+    def abort(self, job_id: UUID) -> None:
+        running = self.running.get(job_id)
+        if running is not None:
+            running.request_stop("aborted")
+
+    def stop_all(self, reason: str) -> None:
+        for running in list(self.running.values()):
+            running.request_stop(reason)
+
+
+class _InputError(Exception):
+    """An input of the job is gone (expired or deleted)."""
+
+
+def _file_name(name: str, path: str) -> str:
+    suffix = Path(path).suffix
+    return name if name.endswith(suffix) else f"{name}{suffix}"
+
