@@ -36,8 +36,6 @@ class JobRequest(msgspec.Struct, Generic[OpT], forbid_unknown_fields=True, kw_on
     """Execution time limit; the server's default when absent, capped by its maximum."""
 
 
-
-
 class Upload(msgspec.Struct, kw_only=True):
     """A stored upload, usable as a job input by its owner."""
 

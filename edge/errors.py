@@ -121,7 +121,9 @@ _OUTAGES: tuple[type[BaseException], ...] = (
 )
 
 
-def _problem(request: Request[object, object, object], problem: Problem, headers: dict[str, str]) -> Response[bytes]:
+def _problem(
+    request: Request[object, object, object], problem: Problem, headers: dict[str, str]
+) -> Response[bytes]:
     problem.instance = request.url.path
     return Response(
         msgspec.json.encode(problem),
@@ -131,7 +133,9 @@ def _problem(request: Request[object, object, object], problem: Problem, headers
     )
 
 
-def pixfleet_error_handler(request: Request[object, object, object], exc: Exception) -> Response[bytes]:
+def pixfleet_error_handler(
+    request: Request[object, object, object], exc: Exception
+) -> Response[bytes]:
     """Render a ``PixfleetError`` as a problem document."""
     assert isinstance(exc, PixfleetError)
     problem = Problem(
@@ -144,7 +148,9 @@ def pixfleet_error_handler(request: Request[object, object, object], exc: Except
     return _problem(request, problem, exc.headers)
 
 
-def http_exception_handler(request: Request[object, object, object], exc: Exception) -> Response[bytes]:
+def http_exception_handler(
+    request: Request[object, object, object], exc: Exception
+) -> Response[bytes]:
     """Render Litestar's own HTTP exceptions (unknown route, 405, 413) as problem documents."""
     assert isinstance(exc, HTTPException)
     if exc.status_code == 413:

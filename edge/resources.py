@@ -9,12 +9,12 @@ from dataclasses import dataclass
 import asyncpg
 import redis.asyncio as aioredis
 from aio_pika.abc import AbstractRobustConnection
+from pixfleet.store import ObjectStore, open_store
 
 from contracts.settings import RedisSettings
 from edge.settings import EdgeSettings
 from pixfleet import broker
 from pixfleet.db import create_pool
-from pixfleet.store import ObjectStore, open_store
 
 
 @dataclass

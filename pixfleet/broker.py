@@ -112,7 +112,7 @@ async def delete(channel: AbstractChannel, rabbit: RabbitSettings) -> None:
 
 
 def definitions(rabbit: RabbitSettings, vhost: str = "/") -> dict[str, Any]:
-    """Return the topology as a RabbitMQ definitions document (``rabbitmqctl import_definitions``)."""
+    """Return the topology as a RabbitMQ definitions document (``import_definitions``)."""
     topo = topology(rabbit)
     return {
         "exchanges": [

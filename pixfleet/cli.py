@@ -139,8 +139,12 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--no-demo", action="store_true")
     args = parser.parse_args(argv)
     handler = {
-        "migrate": cmd_migrate, "keys": cmd_keys, "edge": cmd_edge, "worker": cmd_worker,
-        "topology": cmd_topology, "dead": cmd_dead, "run": cmd_run,
+        "migrate": cmd_migrate,
+        "keys": cmd_keys,
+        "edge": cmd_edge,
+        "worker": cmd_worker,
+        "topology": cmd_topology,
+        "dead": cmd_dead,
+        "run": cmd_run,
     }[args.command]
     return handler(args)
-

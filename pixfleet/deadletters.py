@@ -26,8 +26,10 @@ async def list_dead(rabbit: RabbitSettings) -> list[dict[str, Any]]:
         held = []
         while (message := await queue.get(no_ack=False, fail=False)) is not None:
             held.append(message)
-            headers = {k: v.decode() if isinstance(v, bytes) else v
-                       for k, v in (message.headers or {}).items()}
+            headers = {
+                k: v.decode() if isinstance(v, bytes) else v
+                for k, v in (message.headers or {}).items()
+            }
             try:
                 job = str(_decoder.decode(message.body).job_id)
             except msgspec.DecodeError:
@@ -67,8 +69,9 @@ async def replay_dead(rabbit: RabbitSettings, pg: PostgresSettings, job: str | N
                 msg.job_id,
             )
             if reset:
-                await exchange.publish(broker.job_message(msgspec.structs.replace(msg, attempt=0)),
-                                       msg.pool.value)
+                await exchange.publish(
+                    broker.job_message(msgspec.structs.replace(msg, attempt=0)), msg.pool.value
+                )
                 replayed += 1
             await message.ack()
         for message in keep:

@@ -24,18 +24,36 @@ def gradient_png(width: int = 640, height: int = 480) -> bytes:
         rows.append(bytes(row))
 
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+        return (
+            struct.pack(">I", len(data))
+            + kind
+            + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        )
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
-            + chunk(b"IDAT", zlib.compress(b"".join(rows), 6)) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"".join(rows), 6))
+        + chunk(b"IEND", b"")
+    )
 
 
-def _call(base: str, key: str, method: str, path: str, body: bytes | None = None,
-          headers: dict[str, str] | None = None) -> Any:
-    req = urllib.request.Request(base + path, data=body, method=method,
-                                 headers={"Authorization": f"Bearer {key}", **(headers or {})})
+def _call(
+    base: str,
+    key: str,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+) -> Any:
+    req = urllib.request.Request(
+        base + path,
+        data=body,
+        method=method,
+        headers={"Authorization": f"Bearer {key}", **(headers or {})},
+    )
     with urllib.request.urlopen(req, timeout=10) as resp:
         return json.loads(resp.read())
 
@@ -64,13 +82,20 @@ def run_demo(base: str, key: str, timeout: float = 60.0) -> dict[str, Any]:
     Raises:
         RuntimeError: the job did not complete.
     """
-    upload = _call(base, key, "POST", "/v1/uploads", gradient_png(),
-                   {"Content-Type": "image/png"})
-    body = {"inputs": [upload["id"]],
-            "pipeline": [{"op": "thumbnail", "size": 256, "format": "webp"}]}
+    upload = _call(base, key, "POST", "/v1/uploads", gradient_png(), {"Content-Type": "image/png"})
+    body = {
+        "inputs": [upload["id"]],
+        "pipeline": [{"op": "thumbnail", "size": 256, "format": "webp"}],
+    }
     started = time.monotonic()
-    job = _call(base, key, "POST", "/v1/jobs", json.dumps(body).encode(),
-                {"Content-Type": "application/json", "Idempotency-Key": f"demo-{upload['id']}"})
+    job = _call(
+        base,
+        key,
+        "POST",
+        "/v1/jobs",
+        json.dumps(body).encode(),
+        {"Content-Type": "application/json", "Idempotency-Key": f"demo-{upload['id']}"},
+    )
     deadline = started + timeout
     while job["phase"] not in ("COMPLETED", "ERROR", "ABORTED") and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -81,6 +106,11 @@ def run_demo(base: str, key: str, timeout: float = 60.0) -> dict[str, Any]:
     req = urllib.request.Request(base + result["href"], headers={"Authorization": f"Bearer {key}"})
     with urllib.request.urlopen(req, timeout=10) as resp:  # follows the 303 to the signed URL
         data = resp.read()
-    return {"job": job["id"], "seconds": round(time.monotonic() - started, 3),
-            "result": result["name"], "media_type": result["media_type"], "bytes": len(data),
-            "href": result["href"]}
+    return {
+        "job": job["id"],
+        "seconds": round(time.monotonic() - started, 3),
+        "result": result["name"],
+        "media_type": result["media_type"],
+        "bytes": len(data),
+        "href": result["href"],
+    }

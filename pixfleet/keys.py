@@ -14,7 +14,9 @@ def hash_key(key: str) -> bytes:
     return hashlib.sha256(key.encode()).digest()
 
 
-async def create_key(conn: asyncpg.Pool | asyncpg.Connection, owner: str, label: str | None = None) -> str:
+async def create_key(
+    conn: asyncpg.Pool | asyncpg.Connection, owner: str, label: str | None = None
+) -> str:
     """Create an API key for ``owner`` and return it (it cannot be shown again).
 
     Raises:

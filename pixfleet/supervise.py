@@ -64,9 +64,12 @@ def run_stack(port: int = 8000, demo: bool = True) -> int:
         print(f"API key (owner 'demo'): {key}\n", flush=True)
         if demo:
             summary = run_demo(base, key)
-            print(f"demo job {summary['job']} COMPLETED in {summary['seconds']} s: "
-                  f"{summary['result']} ({summary['media_type']}, {summary['bytes']} bytes) "
-                  f"from {base}{summary['href']}", flush=True)
+            print(
+                f"demo job {summary['job']} COMPLETED in {summary['seconds']} s: "
+                f"{summary['result']} ({summary['media_type']}, {summary['bytes']} bytes) "
+                f"from {base}{summary['href']}",
+                flush=True,
+            )
         print("Ctrl-C stops the stack.", flush=True)
         while not stopping:
             for name, proc in procs.items():

@@ -141,16 +141,29 @@ async def bob(database: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def start_worker(env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+def start_worker(
+    env: dict[str, str], tmp_path: Path
+) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
     """Start ``pixfleet worker`` processes; each is stopped (SIGTERM, then SIGKILL) at the end."""
     procs: list[subprocess.Popen[bytes]] = []
 
     def start(pool: str = "standard", slots: int = 1, **extra: str) -> subprocess.Popen[bytes]:
-        variables = {**os.environ, **env, "PIXFLEET_POOL": pool, "PIXFLEET_SLOTS": str(slots),
-                     "PYTHONPATH": str(ROOT), **extra}
+        variables = {
+            **os.environ,
+            **env,
+            "PIXFLEET_POOL": pool,
+            "PIXFLEET_SLOTS": str(slots),
+            "PYTHONPATH": str(ROOT),
+            **extra,
+        }
         log = open(tmp_path / f"worker-{len(procs)}.log", "wb")  # noqa: SIM115 - closed by the child
-        proc = subprocess.Popen([sys.executable, "-m", "pixfleet", "worker"], env=variables,
-                                stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pixfleet", "worker"],
+            env=variables,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
         log.close()
         procs.append(proc)
         return proc
@@ -168,7 +181,10 @@ def start_worker(env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., 
 
 
 async def wait_for(
-    client: AsyncTestClient[Any], href: str, headers: dict[str, str], phases: set[str],
+    client: AsyncTestClient[Any],
+    href: str,
+    headers: dict[str, str],
+    phases: set[str],
     timeout: float = 60.0,
 ) -> dict[str, Any]:
     """Poll a job until it reaches one of ``phases`` (a bound, not a timed assertion)."""

@@ -7,12 +7,12 @@ from dataclasses import dataclass
 from litestar import Request
 from litestar.datastructures import State
 
+from edge.resources import Resources
 from edge.services.auth import Authenticator
 from edge.services.events import EventHub
 from edge.services.jobs import JobService
 from edge.services.outbox import Outbox
 from edge.services.uploads import UploadService
-from edge.resources import Resources
 from edge.settings import EdgeSettings
 
 

@@ -8,10 +8,10 @@ from typing import Annotated
 from litestar import get
 from litestar.params import Parameter
 from litestar.response import File
+from pixfleet.store.signing import verify
 
 from edge.api.deps import Services
 from edge.errors import InvalidSignatureError, UnknownResultError
-from pixfleet.store.signing import verify
 
 
 @get("/v1/files/{key:path}", summary="Download through a signed URL", include_in_schema=False)

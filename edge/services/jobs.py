@@ -6,6 +6,7 @@ and a share of one batch of publisher confirms; nothing on it waits for pixel wo
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
 from collections.abc import Sequence
@@ -130,7 +131,9 @@ class JobService:
             if unknown:
                 raise UnknownUploadError(
                     f"unknown or expired upload(s): {', '.join(unknown)}",
-                    errors=[FieldError(message=f"unknown upload {u}", path="$.inputs") for u in unknown],
+                    errors=[
+                        FieldError(message=f"unknown upload {u}", path="$.inputs") for u in unknown
+                    ],
                 )
 
     async def submit(
@@ -200,10 +203,9 @@ class JobService:
         )
 
     async def _forget(self, rkey: str) -> None:
-        try:
+        # Best effort: otherwise the key is treated as stale after _PENDING_GRACE.
+        with contextlib.suppress(Exception):
             await self.redis.delete(rkey)
-        except Exception:  # best effort: the key then expires as stale after _PENDING_GRACE
-            pass
 
     async def _replay(
         self, owner: str, key: str, rkey: str, previous: bytes | str, digest: bytes

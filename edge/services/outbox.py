@@ -19,6 +19,7 @@ from uuid import UUID
 
 import asyncpg
 from aio_pika.abc import AbstractExchange, AbstractRobustConnection
+from pixfleet.store import ObjectStore
 
 from contracts import names
 from contracts.jobs import Pool
@@ -27,7 +28,6 @@ from edge.settings import EdgeSettings
 from edge.store.jobs import JobStore
 from edge.store.uploads import UploadStore
 from pixfleet.broker import job_message
-from pixfleet.store import ObjectStore
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +93,11 @@ class Outbox:
             *(exchange.publish(job_message(m), m.pool.value, timeout=timeout) for m in messages),
             return_exceptions=True,
         )
-        confirmed = [m.job_id for m, r in zip(messages, results, strict=True)
-                     if not isinstance(r, BaseException)]
+        confirmed = [
+            m.job_id
+            for m, r in zip(messages, results, strict=True)
+            if not isinstance(r, BaseException)
+        ]
         failed = len(messages) - len(confirmed)
         if failed:
             first = next(r for r in results if isinstance(r, BaseException))
@@ -154,8 +157,12 @@ class Outbox:
         rows = await self.jobs.unenqueued(older_than=s.relay_grace, limit=_BATCH)
         if rows:
             messages = [
-                JobMessage(job_id=r["id"], pool=Pool(r["pool"]), priority=r["priority"],
-                           attempt=r["attempts"])
+                JobMessage(
+                    job_id=r["id"],
+                    pool=Pool(r["pool"]),
+                    priority=r["priority"],
+                    attempt=r["attempts"],
+                )
                 for r in rows
             ]
             confirmed = await self.publish(messages)

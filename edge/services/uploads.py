@@ -4,7 +4,6 @@ pixel limit from the header, then move into the store. Nothing is stored half-wr
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import os
 import tempfile
@@ -12,14 +11,15 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from pixfleet.sniff import CorruptImageError, ImageTooLargeError, NotAnImageError, inspect_image
+from pixfleet.store import ObjectStore
+
 from contracts import names
 from contracts.api import Upload
 from edge.errors import ImageRejectedError, PayloadTooLargeError, UnsupportedMediaError
 from edge.settings import EdgeSettings
 from edge.store.uploads import UploadStore
 from pixfleet.ids import uuid7
-from pixfleet.sniff import CorruptImageError, ImageTooLargeError, NotAnImageError, inspect_image
-from pixfleet.store import ObjectStore
 
 
 def upload_view(row: object) -> Upload:
@@ -88,8 +88,14 @@ class UploadService:
             now = datetime.now(UTC)
             try:
                 row = await self.uploads.insert(
-                    upload_id=upload_id, owner=owner, object_key=key, size=size, sha256=sha,
-                    media_type=info.media_type, width=info.width, height=info.height,
+                    upload_id=upload_id,
+                    owner=owner,
+                    object_key=key,
+                    size=size,
+                    sha256=sha,
+                    media_type=info.media_type,
+                    width=info.width,
+                    height=info.height,
                     expires_at=now + timedelta(seconds=self.settings.upload_ttl),
                 )
             except BaseException:
@@ -97,5 +103,5 @@ class UploadService:
                 raise
             return upload_view(row)
         finally:
-            with contextlib.suppress(FileNotFoundError):  # gone already when moved into place
-                path.unlink()
+            # Gone already when moved into place.
+            await asyncio.to_thread(path.unlink, missing_ok=True)

@@ -57,11 +57,27 @@ class JobStore:
     async def insert_many(self, jobs: Sequence[NewJob]) -> list[bool]:
         """Insert jobs in one statement; return per job whether it was inserted (False: its
         idempotency key already names another job of the owner)."""
-        columns = list(zip(*(
-            (j.id, j.owner, j.run_id, j.idempotency_key, j.request_digest, j.pool,
-             j.priority_class, j.priority, j.request, j.destruction_at, j.execution_duration)
-            for j in jobs
-        ), strict=True))
+        columns = list(
+            zip(
+                *(
+                    (
+                        j.id,
+                        j.owner,
+                        j.run_id,
+                        j.idempotency_key,
+                        j.request_digest,
+                        j.pool,
+                        j.priority_class,
+                        j.priority,
+                        j.request,
+                        j.destruction_at,
+                        j.execution_duration,
+                    )
+                    for j in jobs
+                ),
+                strict=True,
+            )
+        )
         rows = await self.pool.fetch(_INSERT, *columns)
         inserted = {r[0] for r in rows}
         return [j.id in inserted for j in jobs]
@@ -105,7 +121,8 @@ class JobStore:
     async def mark_enqueued(self, ids: Sequence[UUID]) -> None:
         """Record broker confirms for many jobs at once."""
         await self.pool.execute(
-            "UPDATE jobs SET enqueued_at = now() WHERE id = ANY($1::uuid[]) AND enqueued_at IS NULL",
+            "UPDATE jobs SET enqueued_at = now()"
+            " WHERE id = ANY($1::uuid[]) AND enqueued_at IS NULL",
             list(ids),
         )
 

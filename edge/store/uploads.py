@@ -31,7 +31,15 @@ class UploadStore:
         row: asyncpg.Record = await self.pool.fetchrow(
             "INSERT INTO uploads (id, owner, object_key, size, sha256, media_type, width, height,"
             " expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING *",
-            upload_id, owner, object_key, size, sha256, media_type, width, height, expires_at,
+            upload_id,
+            owner,
+            object_key,
+            size,
+            sha256,
+            media_type,
+            width,
+            height,
+            expires_at,
         )
         return row
 

@@ -8,6 +8,7 @@ stack: the parent imports it to name the target of the spawned process.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import importlib
 import os
@@ -62,10 +63,8 @@ class _Context:
 
 
 def _limit_self(config: ChildConfig) -> None:
-    try:  # die with the parent, even on SIGKILL of the parent (Linux)
+    with contextlib.suppress(OSError):  # die with the parent, even on its SIGKILL (Linux)
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    except OSError:
-        pass
     if config.memory_mb:
         limit = config.memory_mb * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
@@ -122,14 +121,22 @@ def child_main(conn: Connection, config: ChildConfig) -> None:
         try:
             outputs = _run(task, catalog, decoder, ctx)
         except OpError as e:
-            conn.send(("error", e.code, str(e.args[0]) if e.args else str(e),
-                       getattr(e, "detail", None)))
+            conn.send(
+                ("error", e.code, str(e.args[0]) if e.args else str(e), getattr(e, "detail", None))
+            )
         except MemoryError:
-            conn.send(("error", "usage_error", "the job needs more memory than a worker allows",
-                       None))
+            conn.send(
+                ("error", "usage_error", "the job needs more memory than a worker allows", None)
+            )
         except Exception as e:  # a bug or an unwrapped library error: fail and alert
-            conn.send(("error", "fatal_error", f"{type(e).__name__}: {e}",
-                       "".join(traceback.format_exception(e))[-4000:]))
+            conn.send(
+                (
+                    "error",
+                    "fatal_error",
+                    f"{type(e).__name__}: {e}",
+                    "".join(traceback.format_exception(e))[-4000:],
+                )
+            )
         else:
             conn.send(("done", outputs))
         sys.stdout.flush()

@@ -44,13 +44,20 @@ class WorkerJobStore:
             " WHERE id = $1 AND (phase = 'QUEUED'"
             "   OR (phase = 'EXECUTING' AND lease_expires_at < now()))"
             " RETURNING id, owner, attempts, execution_duration, request, priority",
-            job_id, token, lease, worker,
+            job_id,
+            token,
+            lease,
+            worker,
         )
         if row is None:
             return None
         return Claim(
-            job_id=row["id"], owner=row["owner"], token=token, attempts=row["attempts"],
-            execution_duration=row["execution_duration"], request=row["request"],
+            job_id=row["id"],
+            owner=row["owner"],
+            token=token,
+            attempts=row["attempts"],
+            execution_duration=row["execution_duration"],
+            request=row["request"],
             priority=row["priority"],
         )
 
@@ -69,7 +76,9 @@ class WorkerJobStore:
         ok = await self.pool.fetchval(
             "UPDATE jobs SET lease_expires_at = now() + make_interval(secs => $3)"
             " WHERE id = $1 AND lease_token = $2 AND phase = 'EXECUTING' RETURNING true",
-            claim.job_id, claim.token, lease,
+            claim.job_id,
+            claim.token,
+            lease,
         )
         return bool(ok)
 
@@ -77,7 +86,10 @@ class WorkerJobStore:
         await self.pool.execute(
             "UPDATE jobs SET progress = $3, progress_message = $4"
             " WHERE id = $1 AND lease_token = $2 AND phase = 'EXECUTING'",
-            claim.job_id, claim.token, fraction, message,
+            claim.job_id,
+            claim.token,
+            fraction,
+            message,
         )
 
     async def complete(self, claim: Claim, results: Sequence[ResultItem]) -> bool:
@@ -87,7 +99,9 @@ class WorkerJobStore:
             " progress = 1, progress_message = NULL, error = NULL,"
             " lease_token = NULL, lease_expires_at = NULL"
             " WHERE id = $1 AND lease_token = $2 AND phase = 'EXECUTING' RETURNING true",
-            claim.job_id, claim.token, msgspec.json.encode(list(results)).decode(),
+            claim.job_id,
+            claim.token,
+            msgspec.json.encode(list(results)).decode(),
         )
         return bool(ok)
 
@@ -97,7 +111,9 @@ class WorkerJobStore:
             "UPDATE jobs SET phase = 'ERROR', error = $3::jsonb, ended_at = now(),"
             " lease_token = NULL, lease_expires_at = NULL"
             " WHERE id = $1 AND lease_token = $2 AND phase = 'EXECUTING' RETURNING true",
-            claim.job_id, claim.token, msgspec.json.encode(error).decode(),
+            claim.job_id,
+            claim.token,
+            msgspec.json.encode(error).decode(),
         )
         return bool(ok)
 
@@ -107,7 +123,9 @@ class WorkerJobStore:
             "UPDATE jobs SET phase = 'QUEUED', error = $3::jsonb, progress = 0,"
             " progress_message = NULL, lease_token = NULL, lease_expires_at = NULL"
             " WHERE id = $1 AND lease_token = $2 AND phase = 'EXECUTING' RETURNING true",
-            claim.job_id, claim.token, msgspec.json.encode(error).decode() if error else None,
+            claim.job_id,
+            claim.token,
+            msgspec.json.encode(error).decode() if error else None,
         )
         return bool(ok)
 

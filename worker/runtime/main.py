@@ -16,12 +16,12 @@ from typing import Any
 import msgspec
 import redis.asyncio as aioredis
 from aio_pika.abc import AbstractIncomingMessage
+from pixfleet.store import open_store
 
 from contracts import names
 from contracts.messages import ControlMessage
 from pixfleet import broker
 from pixfleet.db import create_pool
-from pixfleet.store import open_store
 from worker.runtime.child import ChildConfig
 from worker.runtime.jobstore import WorkerJobStore
 from worker.runtime.runner import JobRunner
@@ -60,7 +60,9 @@ async def _open(settings: WorkerSettings) -> AsyncIterator[dict[str, Any]]:
         stack.push_async_callback(pg.close)
         r = settings.redis
         redis = aioredis.Redis.from_url(
-            r.url.reveal(), socket_timeout=r.timeout, socket_connect_timeout=r.timeout,
+            r.url.reveal(),
+            socket_timeout=r.timeout,
+            socket_connect_timeout=r.timeout,
             max_connections=r.max_connections,
         )
         stack.push_async_callback(redis.aclose)
@@ -70,8 +72,13 @@ async def _open(settings: WorkerSettings) -> AsyncIterator[dict[str, Any]]:
         stack.push_async_callback(rabbit.close)
         store = await open_store(settings.store)
         stack.push_async_callback(store.close)
-        yield {"pg": pg, "redis": redis, "control_redis": control_redis, "rabbit": rabbit,
-               "store": store}
+        yield {
+            "pg": pg,
+            "redis": redis,
+            "control_redis": control_redis,
+            "rabbit": rabbit,
+            "store": store,
+        }
 
 
 async def run_worker(settings: WorkerSettings, stop: asyncio.Event | None = None) -> None:
@@ -87,9 +94,12 @@ async def run_worker(settings: WorkerSettings, stop: asyncio.Event | None = None
             loop.add_signal_handler(sig, stop.set)
     name = settings.name or f"{socket.gethostname()}:{os.getpid()}:{settings.pool}"
     config = ChildConfig(
-        op_plugins=list(settings.op_plugins), pool=settings.pool.value,
-        max_pixels=settings.limits.max_pixels, max_side=settings.limits.max_side,
-        memory_mb=settings.child_memory_mb, threads=settings.threads_per_child,
+        op_plugins=list(settings.op_plugins),
+        pool=settings.pool.value,
+        max_pixels=settings.limits.max_pixels,
+        max_side=settings.limits.max_side,
+        memory_mb=settings.child_memory_mb,
+        threads=settings.threads_per_child,
     )
     slots = SlotPool(config, settings.slots, settings.child_max_tasks, settings.child_start_timeout)
     async with _open(settings) as res:
@@ -99,8 +109,15 @@ async def run_worker(settings: WorkerSettings, stop: asyncio.Event | None = None
             await broker.declare(publish_channel, settings.rabbit)
             consume_channel = await res["rabbit"].channel()
             await consume_channel.set_qos(prefetch_count=settings.slots)
-            runner = JobRunner(settings, WorkerJobStore(res["pg"]), res["redis"], res["store"],
-                               slots, publish_channel, name)
+            runner = JobRunner(
+                settings,
+                WorkerJobStore(res["pg"]),
+                res["redis"],
+                res["store"],
+                slots,
+                publish_channel,
+                name,
+            )
             tasks: set[asyncio.Task[None]] = set()
 
             async def on_message(message: AbstractIncomingMessage) -> None:
@@ -115,8 +132,13 @@ async def run_worker(settings: WorkerSettings, stop: asyncio.Event | None = None
                 _listen_control(res["control_redis"], settings.redis.prefix, runner)
             )
             tag = await queue.consume(on_message)
-            log.info("worker %s consuming %s with %d slots (pids %s)", name, queue.name,
-                     settings.slots, slots.pids())
+            log.info(
+                "worker %s consuming %s with %d slots (pids %s)",
+                name,
+                queue.name,
+                settings.slots,
+                slots.pids(),
+            )
             await stop.wait()
             log.info("worker %s stopping: no new jobs; %d running", name, len(tasks))
             with contextlib.suppress(Exception):

@@ -48,8 +48,9 @@ class ProgressReporter:
         now = time.monotonic()
         if now - self._last_event >= self.interval:
             self._last_event = now
-            event = JobEvent(job_id=self.claim.job_id, phase=Phase.EXECUTING,
-                             progress=fraction, message=message)
+            event = JobEvent(
+                job_id=self.claim.job_id, phase=Phase.EXECUTING, progress=fraction, message=message
+            )
             self._spawn(publish_event(self.redis, self.prefix, event))
         if now - self._last_db >= self.db_interval:
             self._last_db = now

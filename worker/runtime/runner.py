@@ -27,13 +27,13 @@ from uuid import UUID
 import msgspec
 import redis.asyncio as aioredis
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
+from pixfleet.store import ObjectStore
 
 from contracts import names
 from contracts.api import JobRequest
 from contracts.jobs import FINAL_PHASES, ErrorDocument, JobEvent, Phase, ResultItem
 from contracts.messages import JobMessage
 from pixfleet.broker import job_message, retry_delay
-from pixfleet.store import ObjectStore
 from worker.runtime.child import ChildTask
 from worker.runtime.jobstore import Claim, WorkerJobStore
 from worker.runtime.progress import ProgressReporter, publish_event
@@ -51,7 +51,9 @@ class Running:
     """A job this worker runs: resolve ``stop`` to stop it (reason as value)."""
 
     claim: Claim
-    stop: asyncio.Future[str] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    stop: asyncio.Future[str] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
 
     def request_stop(self, reason: str) -> None:
         if not self.stop.done():
@@ -112,8 +114,9 @@ class JobRunner:
         self.running[claim.job_id] = running
         heartbeat = asyncio.create_task(self._heartbeat(running))
         try:
-            await publish_event(self.redis, s.redis.prefix,
-                                JobEvent(job_id=claim.job_id, phase=Phase.EXECUTING))
+            await publish_event(
+                self.redis, s.redis.prefix, JobEvent(job_id=claim.job_id, phase=Phase.EXECUTING)
+            )
             await self._execute(message, msg, running)
         finally:
             heartbeat.cancel()
@@ -128,8 +131,8 @@ class JobRunner:
         # EXECUTING under a live lease: its holder may be alive (duplicate) or dead (this is
         # the redelivery after its crash). Look again once the lease could have expired.
         remaining = max(state.lease_remaining or 0.0, 0.0)
-        level = next((i for i, d in enumerate(s := self.settings.rabbit.retry_delays, 1)
-                      if d >= remaining), len(s))
+        delays = self.settings.rabbit.retry_delays
+        level = next((i for i, d in enumerate(delays, 1) if d >= remaining), len(delays))
         await self._publish_retry(msg, level)
         await message.ack()
 
@@ -141,11 +144,18 @@ class JobRunner:
         s, claim = self.settings, running.claim
         try:
             task = await self._prepare(claim)
-            reporter = ProgressReporter(claim, self.redis, s.redis.prefix, self.jobs,
-                                        s.progress_interval, s.progress_db_interval)
+            reporter = ProgressReporter(
+                claim,
+                self.redis,
+                s.redis.prefix,
+                self.jobs,
+                s.progress_interval,
+                s.progress_db_interval,
+            )
             async with self.slots.borrow() as slot:
-                outputs = await slot.run(task, timeout=claim.execution_duration,
-                                         stop=running.stop, on_progress=reporter)
+                outputs = await slot.run(
+                    task, timeout=claim.execution_duration, stop=running.stop, on_progress=reporter
+                )
             await reporter.drain()
             results = await self._store_results(claim, outputs)
         except OpFailedError as e:
@@ -161,8 +171,11 @@ class JobRunner:
             await self._failed(message, msg, claim, "usage_error", str(e), None)
             return
         if await self.jobs.complete(claim, results):
-            await publish_event(self.redis, s.redis.prefix,
-                                JobEvent(job_id=claim.job_id, phase=Phase.COMPLETED, progress=1.0))
+            await publish_event(
+                self.redis,
+                s.redis.prefix,
+                JobEvent(job_id=claim.job_id, phase=Phase.COMPLETED, progress=1.0),
+            )
         await message.ack()
 
     async def _prepare(self, claim: Claim) -> ChildTask:
@@ -198,8 +211,11 @@ class JobRunner:
             stored = await self.store.put_file(
                 names.result_object(claim.job_id, final), Path(path), media_type
             )
-            results.append(ResultItem(name=final, media_type=media_type, size=stored.size,
-                                      sha256=stored.sha256))
+            results.append(
+                ResultItem(
+                    name=final, media_type=media_type, size=stored.size, sha256=stored.sha256
+                )
+            )
         return results
 
     async def _heartbeat(self, running: Running) -> None:
@@ -222,8 +238,9 @@ class JobRunner:
                 message=f"the job ran longer than its limit of {claim.execution_duration} s",
             )
             if await self.jobs.fail(claim, error):
-                await publish_event(self.redis, prefix,
-                                    JobEvent(job_id=claim.job_id, phase=Phase.ERROR))
+                await publish_event(
+                    self.redis, prefix, JobEvent(job_id=claim.job_id, phase=Phase.ERROR)
+                )
             await message.ack()
         elif reason == "shutdown":
             await self.jobs.release(claim)
@@ -247,8 +264,12 @@ class JobRunner:
         error = ErrorDocument(code=code, message=text, detail=detail, retryable=transient)
         if transient and not exhausted:
             level, delay = retry_delay(s.rabbit, claim.attempts)
-            log.info("job %s attempt %d failed transiently; retry in %.0f s",
-                     claim.job_id, claim.attempts, delay)
+            log.info(
+                "job %s attempt %d failed transiently; retry in %.0f s",
+                claim.job_id,
+                claim.attempts,
+                delay,
+            )
             await self._publish_retry(msg, level, attempt=claim.attempts)
             await self.jobs.release(claim, error)
             await message.ack()
@@ -256,12 +277,14 @@ class JobRunner:
         if exhausted or code == "fatal_error":
             if exhausted:
                 error = msgspec.structs.replace(
-                    error, message=f"{text} (gave up after {claim.attempts} attempts)")
+                    error, message=f"{text} (gave up after {claim.attempts} attempts)"
+                )
             await self._dead_letter(msg, claim, error)
         log.info("job %s failed: %s: %s", claim.job_id, code, text)
         if await self.jobs.fail(claim, error):
-            await publish_event(self.redis, s.redis.prefix,
-                                JobEvent(job_id=claim.job_id, phase=Phase.ERROR))
+            await publish_event(
+                self.redis, s.redis.prefix, JobEvent(job_id=claim.job_id, phase=Phase.ERROR)
+            )
         await message.ack()
 
     async def _publish_retry(self, msg: JobMessage, level: int, attempt: int | None = None) -> None:
@@ -269,7 +292,8 @@ class JobRunner:
         if attempt is not None:
             msg = msgspec.structs.replace(msg, attempt=attempt)
         await self.channel.default_exchange.publish(
-            job_message(msg), names.retry_queue(ns, msg.pool, level),
+            job_message(msg),
+            names.retry_queue(ns, msg.pool, level),
             timeout=self.settings.rabbit.publish_timeout,
         )
 
@@ -282,8 +306,11 @@ class JobRunner:
             "x-pixfleet-attempts": claim.attempts,
             "x-pixfleet-worker": self.worker_name,
         }
-        await exchange.publish(job_message(msgspec.structs.replace(msg, attempt=claim.attempts),
-                                           headers), "", timeout=self.settings.rabbit.publish_timeout)
+        await exchange.publish(
+            job_message(msgspec.structs.replace(msg, attempt=claim.attempts), headers),
+            "",
+            timeout=self.settings.rabbit.publish_timeout,
+        )
 
     def abort(self, job_id: UUID) -> None:
         running = self.running.get(job_id)
@@ -302,4 +329,3 @@ class _InputError(Exception):
 def _file_name(name: str, path: str) -> str:
     suffix = Path(path).suffix
     return name if name.endswith(suffix) else f"{name}{suffix}"
-

@@ -71,7 +71,9 @@ class Slot:
         """
         parent, child = _ctx.Pipe()
         process = _ctx.Process(
-            target=child_main, args=(child, self.config), name=f"pixfleet-slot-{self.index}",
+            target=child_main,
+            args=(child, self.config),
+            name=f"pixfleet-slot-{self.index}",
             daemon=True,
         )
         await asyncio.to_thread(process.start)
@@ -98,9 +100,9 @@ class Slot:
                     return conn.recv()
                 except (EOFError, OSError):
                     raise ChildCrashedError(self._exitcode()) from None
-            readable = loop.create_future()
+            readable: asyncio.Future[None] = loop.create_future()
             fd = conn.fileno()
-            loop.add_reader(fd, lambda: readable.done() or readable.set_result(None))
+            loop.add_reader(fd, _set_once, readable)
             try:
                 await readable
             finally:
@@ -143,8 +145,9 @@ class Slot:
         self.conn.send(task)
         reading = asyncio.ensure_future(self._until_done(on_progress))
         try:
-            done, _ = await asyncio.wait({reading, stop}, timeout=timeout,
-                                         return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(
+                {reading, stop}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
         except asyncio.CancelledError:
             reading.cancel()
             self.kill()
@@ -186,6 +189,11 @@ class Slot:
                 return outputs
             elif kind == "error":
                 raise OpFailedError(msg[1], msg[2], msg[3])
+
+
+def _set_once(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
 
 
 class SlotPool:

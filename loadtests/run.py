@@ -1,0 +1,311 @@
+"""Start a local stack and measure it with k6 (all traffic to 127.0.0.1 only).
+
+    python loadtests/run.py baseline   # 30 VUs, 30 s, POST /v1/jobs with unique keys
+    python loadtests/run.py spike      # ramp to 120 VUs: status codes, shedding
+    python loadtests/run.py latency    # idle submit -> COMPLETED of 50 thumbnail jobs
+    python loadtests/run.py all
+
+Each run uses a fresh database ``pixfleet_bench`` and namespace ``bench``. ``baseline`` and
+``spike`` start the edge alone (accepted jobs stay queued, then are purged), so the numbers
+are the edge's and its services'; ``latency`` also starts a standard worker. Prints
+requests/s, p50/p95/p99, failure rate, edge CPU per request and the edge's RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+PG = "postgresql://postgres@127.0.0.1:5432"
+DB = "pixfleet_bench"
+BASE = "http://127.0.0.1:8000"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def _env(tmp: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "PIXFLEET_POSTGRES_DSN": f"{PG}/{DB}",
+        "PIXFLEET_REDIS_PREFIX": "bench",
+        "PIXFLEET_RABBIT_NAMESPACE": "bench",
+        "PIXFLEET_STORE_ROOT": str(tmp / "store"),
+        "PIXFLEET_SCRATCH_DIR": str(tmp / "scratch"),
+        "PIXFLEET_LOG_LEVEL": "WARNING",
+        "PYTHONPATH": str(ROOT),
+    }
+
+
+async def _reset_db(env: dict[str, str]) -> str:
+    conn = await asyncpg.connect(f"{PG}/postgres")
+    await conn.execute(f'DROP DATABASE IF EXISTS "{DB}" WITH (FORCE)')
+    await conn.execute(f'CREATE DATABASE "{DB}"')
+    await conn.close()
+    subprocess.run([BIN / "pixfleet", "migrate"], env=env, check=True, capture_output=True)
+    conn = await asyncpg.connect(f"{PG}/{DB}")
+    sys.path.insert(0, str(ROOT))
+    from pixfleet.keys import create_key
+
+    key = await create_key(conn, "bench")
+    await conn.close()
+    return key
+
+
+def _tree(pid: int) -> list[int]:
+    pids = [pid]
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                if int((p / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    pids.extend(_tree(int(p.name)))
+            except (OSError, IndexError, ValueError):
+                continue
+    return pids
+
+
+def _cpu_seconds(pid: int) -> float:
+    total = 0.0
+    for p in _tree(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / CLK_TCK
+        except (OSError, IndexError):
+            continue
+    return total
+
+
+def _rss_mib(pid: int) -> float:
+    total = 0
+    for p in _tree(pid):
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return total / 1024
+
+
+def _total_cpu() -> float:
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    busy = sum(int(x) for i, x in enumerate(fields[:8]) if i not in (3, 4))
+    return busy / CLK_TCK
+
+
+def _start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with open(log, "wb") as out:
+        return subprocess.Popen(
+            [BIN / "pixfleet", *args], env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT
+        )
+
+
+def _wait_ready(timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{BASE}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise SystemExit("edge did not become ready")
+
+
+def _upload(key: str) -> str:
+    sys.path.insert(0, str(ROOT))
+    from pixfleet.demo import gradient_png
+
+    r = httpx.post(
+        f"{BASE}/v1/uploads",
+        content=gradient_png(1600, 1200),
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=30,
+    )
+    r.raise_for_status()
+    return str(r.json()["id"])
+
+
+def _k6(
+    script: str, key: str, upload: str, env: dict[str, str], tmp: Path, extra: dict[str, str]
+) -> dict[str, Any]:
+    summary = tmp / f"{script}.json"
+    k6_env = {
+        **env,
+        "PIXFLEET_KEY": key,
+        "PIXFLEET_UPLOAD": upload,
+        "PIXFLEET_BASE": BASE,
+        "RUN_ID": uuid.uuid4().hex[:8],
+        **extra,
+        "K6_NO_USAGE_REPORT": "true",
+    }
+    subprocess.run(
+        [
+            BIN / "k6",
+            "run",
+            "--quiet",
+            "--summary-export",
+            str(summary),
+            str(ROOT / "loadtests" / f"{script}.js"),
+        ],
+        env=k6_env,
+        check=False,
+    )
+    data: dict[str, Any] = json.loads(summary.read_text())
+    return data
+
+
+def _report(
+    name: str, data: dict[str, Any], edge_cpu: float, all_cpu: float, rss: float, wall: float
+) -> dict[str, Any]:
+    m = data["metrics"]
+    reqs = m["http_reqs"]["count"]
+    dur = m["http_req_duration"]
+    failed = m["http_req_failed"]
+    row = {
+        "scenario": name,
+        "requests": reqs,
+        "req_per_s": round(reqs / wall, 1),
+        "p50_ms": round(dur["med"], 2),
+        "p95_ms": round(dur["p(95)"], 2),
+        "p99_ms": round(dur["p(99)"], 2),
+        "failure_rate": round(failed.get("value", failed.get("rate", 0.0)), 5),
+        "edge_cpu_ms_per_req": round(edge_cpu * 1000 / max(reqs, 1), 3),
+        "machine_cpu_ms_per_req": round(all_cpu * 1000 / max(reqs, 1), 3),
+        "edge_rss_mib": round(rss, 1),
+    }
+    codes = {k: v["count"] for k, v in m.items() if k.startswith("status_codes{")}
+    if codes:
+        row["status_codes"] = codes
+    if "shed_without_retry_after" in m:
+        row["shed_without_retry_after"] = m["shed_without_retry_after"]["count"]
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def run_load(
+    script: str,
+    env: dict[str, str],
+    tmp: Path,
+    key: str,
+    upload: str,
+    edge: subprocess.Popen[bytes],
+    extra: dict[str, str],
+) -> dict[str, Any]:
+    cpu0, all0, t0 = _cpu_seconds(edge.pid), _total_cpu(), time.monotonic()
+    data = _k6(script, key, upload, env, tmp, extra)
+    wall = time.monotonic() - t0
+    cpu1, all1 = _cpu_seconds(edge.pid), _total_cpu()
+    # k6 reports its own duration; use the scenario's active time for the rate.
+    active = data["metrics"].get("iteration_duration", {})
+    del active
+    return _report(script, data, cpu1 - cpu0, all1 - all0, _rss_mib(edge.pid), wall)
+
+
+def run_latency(env: dict[str, str], tmp: Path, key: str, upload: str, n: int = 50) -> None:
+    worker = _start(["worker", "--pool", "standard"], env, tmp / "worker.log")
+    try:
+        headers = {"Authorization": f"Bearer {key}"}
+        body = {
+            "inputs": [upload],
+            "pipeline": [{"op": "thumbnail", "size": 256, "format": "webp"}],
+            "priority": "interactive",
+        }
+        times = []
+        with httpx.Client(base_url=BASE, headers=headers, timeout=30) as client:
+            for i in range(n + 3):
+                t0 = time.perf_counter()
+                job = client.post("/v1/jobs", json=body).json()
+                with client.stream("GET", f"{job['href']}/events") as events:
+                    last = None
+                    for line in events.iter_lines():
+                        if line.startswith("data:"):
+                            last = json.loads(line[5:])
+                    assert last is not None and last["phase"] == "COMPLETED", last
+                if i >= 3:  # the first jobs warm the worker's child
+                    times.append((time.perf_counter() - t0) * 1000)
+        q = statistics.quantiles(times, n=20)
+        print(
+            json.dumps(
+                {
+                    "scenario": "latency",
+                    "jobs": n,
+                    "p50_ms": round(statistics.median(times), 1),
+                    "p95_ms": round(q[18], 1),
+                }
+            ),
+            flush=True,
+        )
+    finally:
+        worker.terminate()
+        worker.wait(30)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("scenario", choices=["baseline", "spike", "latency", "all"])
+    parser.add_argument("--vus", default="30")
+    parser.add_argument("--duration", default="30s")
+    parser.add_argument("--processes", default="1", help="edge processes")
+    args = parser.parse_args()
+    subprocess.run(["bash", str(ROOT / "infra/scripts/services.sh")], check=True)
+    with tempfile.TemporaryDirectory(prefix="pixfleet-bench-") as d:
+        tmp = Path(d)
+        env = _env(tmp)
+        env["PIXFLEET_PROCESSES"] = args.processes
+        key = asyncio.run(_reset_db(env))
+        edge = _start(["edge"], env, tmp / "edge.log")
+        try:
+            _wait_ready()
+            upload = _upload(key)
+            scenarios = (
+                ["baseline", "spike", "latency"] if args.scenario == "all" else [args.scenario]
+            )
+            for scenario in scenarios:
+                if scenario == "latency":
+                    run_latency(env, tmp, key, upload)
+                else:
+                    extra = {"VUS": args.vus, "DURATION": args.duration}
+                    run_load(scenario, env, tmp, key, upload, edge, extra)
+        finally:
+            edge.terminate()
+            edge.wait(30)
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-c",
+                    (
+                        "import asyncio,aio_pika\n"
+                        "async def m():\n"
+                        " c=await aio_pika.connect('amqp://guest:guest@127.0.0.1/')\n"
+                        " ch=await c.channel()\n"
+                        " for q in ['bench.standard','bench.heavy']:\n"
+                        "  try: await ch.queue_purge(q)\n"
+                        "  except Exception: pass\n"
+                        " await c.close()\n"
+                        "asyncio.run(m())"
+                    ),
+                ],
+                check=False,
+            )
+            if edge.returncode not in (0, -15):
+                print((tmp / "edge.log").read_text()[-3000:], file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
