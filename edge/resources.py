@@ -9,12 +9,12 @@ from dataclasses import dataclass
 import asyncpg
 import redis.asyncio as aioredis
 from aio_pika.abc import AbstractRobustConnection
-from pixfleet.store import ObjectStore, open_store
 
 from contracts.settings import RedisSettings
 from edge.settings import EdgeSettings
 from pixfleet import broker
 from pixfleet.db import create_pool
+from pixfleet.store import ObjectStore, open_store
 
 
 @dataclass
@@ -35,7 +35,7 @@ def redis_client(settings: RedisSettings, max_connections: int | None = None) ->
         socket_timeout=settings.timeout,
         socket_connect_timeout=settings.timeout,
     )
-    return aioredis.Redis(connection_pool=pool)
+    return aioredis.Redis.from_pool(pool)  # owns the pool: aclose() closes its connections
 
 
 @contextlib.asynccontextmanager

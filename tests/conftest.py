@@ -194,3 +194,49 @@ async def wait_for(
         if job["phase"] in phases or time.monotonic() > deadline:
             return job
         await asyncio.sleep(0.05)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def live_edge(env: dict[str, str], tmp_path: Path) -> Iterator[str]:
+    """``pixfleet edge`` as its own process (uvicorn), for what needs a real HTTP server."""
+    import httpx
+
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    variables = {
+        **os.environ,
+        **env,
+        "PIXFLEET_PORT": str(port),
+        "PIXFLEET_STORE_PUBLIC_URL": base,
+        "PYTHONPATH": str(ROOT),
+    }
+    with open(tmp_path / "edge.log", "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pixfleet", "edge"],
+            env=variables,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None, (tmp_path / "edge.log").read_text()
+            time.sleep(0.1)
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(20)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from litestar import Request
 from litestar.datastructures import State
+from litestar.di import NamedDependency
 
 from edge.resources import Resources
 from edge.services.auth import Authenticator
@@ -36,3 +37,9 @@ async def provide_owner(request: Request[object, object, State]) -> str:
     """The owner of the request's API key (401 problem otherwise)."""
     services: Services = request.app.state.services
     return await services.auth.owner(request.headers.get("authorization"))
+
+
+ServicesDep = NamedDependency[Services]
+"""The edge's services (explicitly injected)."""
+Owner = NamedDependency[str]
+"""The authenticated owner of the request."""

@@ -6,22 +6,22 @@ import time
 from typing import Annotated
 
 from litestar import get
-from litestar.params import Parameter
+from litestar.params import FromPath, FromQuery, QueryParameter
 from litestar.response import File
-from pixfleet.store.signing import verify
 
-from edge.api.deps import Services
+from edge.api.deps import ServicesDep
 from edge.errors import InvalidSignatureError, UnknownResultError
+from pixfleet.store.signing import verify
 
 
 @get("/v1/files/{key:path}", summary="Download through a signed URL", include_in_schema=False)
 async def download_file(
-    key: str,
-    services: Services,
-    exp: int,
-    sig: str,
-    name: Annotated[str | None, Parameter(required=False)] = None,
-    media_type: Annotated[str | None, Parameter(query="type", required=False)] = None,
+    key: FromPath[str],
+    services: ServicesDep,
+    exp: FromQuery[int],
+    sig: FromQuery[str],
+    name: Annotated[str | None, QueryParameter(required=False)] = None,
+    media_type: Annotated[str | None, QueryParameter(name="type", required=False)] = None,
 ) -> File:
     """Serve an object of the file store if the URL's HMAC signature is valid and unexpired."""
     key = key.lstrip("/")

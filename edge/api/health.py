@@ -8,7 +8,7 @@ from typing import Any
 import msgspec
 from litestar import Response, get
 
-from edge.api.deps import Services
+from edge.api.deps import ServicesDep
 
 _PROBE_TIMEOUT = 1.0
 
@@ -27,7 +27,7 @@ async def _check(coro: Any) -> str:
     return "ok"
 
 
-async def _rabbit_ok(services: Services) -> None:
+async def _rabbit_ok(services: ServicesDep) -> None:
     if services.resources.rabbit.is_closed:
         raise ConnectionError("rabbitmq connection closed")
     # The robust connection reports open while it reconnects: ask the broker.
@@ -36,7 +36,7 @@ async def _rabbit_ok(services: Services) -> None:
 
 
 @get("/readyz", summary="Readiness")
-async def readyz(services: Services) -> Response[bytes]:
+async def readyz(services: ServicesDep) -> Response[bytes]:
     """200 when PostgreSQL, Redis and RabbitMQ answer; 503 (with each check) otherwise."""
     res = services.resources
     pg, rd, mq = await asyncio.gather(

@@ -10,12 +10,12 @@ from uuid import UUID
 import msgspec
 from litestar import Request, Response, delete, get, post
 from litestar.datastructures import State
-from litestar.params import Parameter
+from litestar.params import FromPath, HeaderParameter, QueryParameter
 from litestar.response import Redirect, ServerSentEvent, ServerSentEventMessage
 
 from contracts import names
 from contracts.jobs import FINAL_PHASES, JobEvent, JobPage, JobSnapshot, Phase
-from edge.api.deps import Services
+from edge.api.deps import Owner, ServicesDep
 from edge.errors import ResultNotReadyError, UnknownResultError
 from edge.services.snapshots import snapshot
 
@@ -34,10 +34,10 @@ def _job_response(snap: JobSnapshot, status: int, replayed: bool = False) -> Res
 @post("/v1/jobs", status_code=202, summary="Submit a job")
 async def create_job(
     request: Request[object, object, State],
-    services: Services,
-    owner: str,
+    services: ServicesDep,
+    owner: Owner,
     idempotency_key: Annotated[
-        str | None, Parameter(header="Idempotency-Key", max_length=255, required=False)
+        str | None, HeaderParameter(name="Idempotency-Key", max_length=255, required=False)
     ] = None,
 ) -> Response[bytes]:
     """Accept a job (a pipeline of operations over uploaded inputs) and queue it.
@@ -53,18 +53,18 @@ async def create_job(
 
 
 @get("/v1/jobs/{job_id:uuid}", summary="Get a job")
-async def get_job(job_id: UUID, services: Services, owner: str) -> Response[bytes]:
+async def get_job(job_id: FromPath[UUID], services: ServicesDep, owner: Owner) -> Response[bytes]:
     """The job's current snapshot: phase, progress, results (with download links) or error."""
     return _job_response(await services.jobs.get(owner, job_id), 200)
 
 
 @get("/v1/jobs", summary="List your jobs")
 async def list_jobs(
-    services: Services,
-    owner: str,
-    phase: Annotated[list[Phase] | None, Parameter(required=False)] = None,
-    cursor: Annotated[UUID | None, Parameter(required=False)] = None,
-    limit: Annotated[int, Parameter(ge=1, le=500)] = 50,
+    services: ServicesDep,
+    owner: Owner,
+    phase: Annotated[list[Phase] | None, QueryParameter(required=False)] = None,
+    cursor: Annotated[UUID | None, QueryParameter(required=False)] = None,
+    limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
 ) -> Response[bytes]:
     """Your jobs, newest first. Filter by ``phase`` (repeatable); page with ``cursor``."""
     items, nxt = await services.jobs.list(owner, phase or [], cursor, limit)
@@ -73,13 +73,15 @@ async def list_jobs(
 
 
 @delete("/v1/jobs/{job_id:uuid}", status_code=200, summary="Abort a job")
-async def abort_job(job_id: UUID, services: Services, owner: str) -> Response[bytes]:
+async def abort_job(job_id: FromPath[UUID], services: ServicesDep, owner: Owner) -> Response[bytes]:
     """Abort a job that has not ended. A running job's worker process is killed."""
     return _job_response(await services.jobs.abort(owner, job_id), 200)
 
 
 @get("/v1/jobs/{job_id:uuid}/results/{name:str}", summary="Download a result")
-async def get_result(job_id: UUID, name: str, services: Services, owner: str) -> Redirect:
+async def get_result(
+    job_id: FromPath[UUID], name: FromPath[str], services: ServicesDep, owner: Owner
+) -> Redirect:
     """Redirect (303) to a short-lived signed URL of one result."""
     row = await services.jobs.row(owner, job_id)
     snap = snapshot(row)
@@ -95,7 +97,9 @@ async def get_result(job_id: UUID, name: str, services: Services, owner: str) ->
 
 
 @get("/v1/jobs/{job_id:uuid}/events", summary="Stream a job's events")
-async def job_events(job_id: UUID, services: Services, owner: str) -> ServerSentEvent:
+async def job_events(
+    job_id: FromPath[UUID], services: ServicesDep, owner: Owner
+) -> ServerSentEvent:
     """Server-Sent Events: a ``snapshot`` event, ``progress`` events while the job runs, and a
     final ``snapshot`` when it ends; then the stream closes."""
     await services.jobs.get(owner, job_id)  # 404 before the stream starts

@@ -7,16 +7,17 @@ from uuid import UUID
 import msgspec
 from litestar import Request, Response, get, post
 from litestar.datastructures import State
+from litestar.params import FromPath
 
 from contracts.api import Upload
-from edge.api.deps import Services
+from edge.api.deps import Owner, ServicesDep
 from edge.errors import PayloadTooLargeError, UnknownUploadError
 from edge.services.uploads import upload_view
 
 
 @post("/v1/uploads", status_code=201, summary="Upload an image", request_max_body_size=None)
 async def create_upload(
-    request: Request[object, object, State], services: Services, owner: str
+    request: Request[object, object, State], services: ServicesDep, owner: Owner
 ) -> Response[bytes]:
     """Send the image bytes as the body (any ``Content-Type``: the type is read from the bytes).
 
@@ -37,7 +38,7 @@ async def create_upload(
 
 
 @get("/v1/uploads/{upload_id:uuid}", summary="Get an upload")
-async def get_upload(upload_id: UUID, services: Services, owner: str) -> Upload:
+async def get_upload(upload_id: FromPath[UUID], services: ServicesDep, owner: Owner) -> Upload:
     """The record of one of your uploads."""
     row = await services.uploads.uploads.get(owner, upload_id)
     if row is None:

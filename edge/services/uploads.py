@@ -11,15 +11,14 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from pixfleet.sniff import CorruptImageError, ImageTooLargeError, NotAnImageError, inspect_image
-from pixfleet.store import ObjectStore
-
 from contracts import names
 from contracts.api import Upload
 from edge.errors import ImageRejectedError, PayloadTooLargeError, UnsupportedMediaError
 from edge.settings import EdgeSettings
 from edge.store.uploads import UploadStore
 from pixfleet.ids import uuid7
+from pixfleet.sniff import CorruptImageError, ImageTooLargeError, NotAnImageError, inspect_image
+from pixfleet.store import ObjectStore
 
 
 def upload_view(row: object) -> Upload:

@@ -27,13 +27,13 @@ from uuid import UUID
 import msgspec
 import redis.asyncio as aioredis
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
-from pixfleet.store import ObjectStore
 
 from contracts import names
 from contracts.api import JobRequest
 from contracts.jobs import FINAL_PHASES, ErrorDocument, JobEvent, Phase, ResultItem
 from contracts.messages import JobMessage
 from pixfleet.broker import job_message, retry_delay
+from pixfleet.store import ObjectNotFoundError, ObjectStore
 from worker.runtime.child import ChildTask
 from worker.runtime.jobstore import Claim, WorkerJobStore
 from worker.runtime.progress import ProgressReporter, publish_event
@@ -192,7 +192,10 @@ class JobRunner:
             if path is None:
                 path = workdir / "in" / str(upload_id)
                 path.parent.mkdir(exist_ok=True)
-                await self.store.download(row["object_key"], path)
+                try:
+                    await self.store.download(row["object_key"], path)
+                except ObjectNotFoundError as e:
+                    raise _InputError(f"input {upload_id} is missing from the store") from e
             inputs.append((str(path), row["media_type"], str(upload_id)))
         pipeline = msgspec.json.encode(request.pipeline)
         return ChildTask(str(claim.job_id), pipeline, inputs, str(workdir / "out"))
