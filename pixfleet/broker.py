@@ -182,3 +182,18 @@ def job_message(msg: JobMessage, headers: dict[str, Any] | None = None) -> aio_p
         type="pixfleet.job",
         headers=headers or {},
     )
+
+
+async def declare_pool_queue(channel: AbstractChannel, rabbit: RabbitSettings, pool: Pool) -> Any:
+    """Declare (not just look up) a pool's queue, so a robust channel restores its consumers
+    after a broker restart."""
+    name = names.pool_queue(rabbit.namespace, pool)
+    spec = next(q for q in topology(rabbit).queues if q.name == name)
+    return await channel.declare_queue(name, durable=True, arguments=spec.arguments)
+
+
+async def declare_jobs_exchange(channel: AbstractChannel, rabbit: RabbitSettings) -> Any:
+    """Declare the jobs exchange on a channel (tracked, and so restored, by robust channels)."""
+    return await channel.declare_exchange(
+        names.jobs_exchange(rabbit.namespace), ExchangeType.DIRECT, durable=True
+    )

@@ -19,7 +19,6 @@ from uuid import UUID
 
 import asyncpg
 from aio_pika.abc import AbstractExchange, AbstractRobustConnection
-from pixfleet.store import ObjectStore
 
 from contracts import names
 from contracts.jobs import Pool
@@ -27,7 +26,8 @@ from contracts.messages import JobMessage
 from edge.settings import EdgeSettings
 from edge.store.jobs import JobStore
 from edge.store.uploads import UploadStore
-from pixfleet.broker import job_message
+from pixfleet.broker import declare_jobs_exchange, job_message
+from pixfleet.store import ObjectStore
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +59,7 @@ class Outbox:
 
     async def start(self) -> None:
         channel = await self.connection.channel(publisher_confirms=True)
-        self._exchange = await channel.get_exchange(
-            names.jobs_exchange(self.settings.rabbit.namespace), ensure=False
-        )
+        self._exchange = await declare_jobs_exchange(channel, self.settings.rabbit)
         self._spawn(self._publish_loop())
         self._spawn(self._relay_loop())
 

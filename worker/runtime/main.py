@@ -16,12 +16,12 @@ from typing import Any
 import msgspec
 import redis.asyncio as aioredis
 from aio_pika.abc import AbstractIncomingMessage
-from pixfleet.store import open_store
 
 from contracts import names
 from contracts.messages import ControlMessage
 from pixfleet import broker
 from pixfleet.db import create_pool
+from pixfleet.store import open_store
 from worker.runtime.child import ChildConfig
 from worker.runtime.jobstore import WorkerJobStore
 from worker.runtime.runner import JobRunner
@@ -125,9 +125,7 @@ async def run_worker(settings: WorkerSettings, stop: asyncio.Event | None = None
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
 
-            queue = await consume_channel.get_queue(
-                names.pool_queue(settings.rabbit.namespace, settings.pool), ensure=False
-            )
+            queue = await broker.declare_pool_queue(consume_channel, settings.rabbit, settings.pool)
             control = asyncio.create_task(
                 _listen_control(res["control_redis"], settings.redis.prefix, runner)
             )
