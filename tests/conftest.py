@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import httpx
 import pytest
 import redis.asyncio as aioredis
 from litestar.testing import AsyncTestClient
@@ -68,7 +70,9 @@ def database(pg_template: str, namespace: str) -> Iterator[str]:
 
 
 @pytest.fixture
-def env(database: str, namespace: str, tmp_path: Path) -> Iterator[dict[str, str]]:
+def env(
+    database: str, namespace: str, tmp_path: Path, store_env: dict[str, str]
+) -> Iterator[dict[str, str]]:
     """``PIXFLEET_*`` variables of this test's deployment (edge and workers)."""
     values = {
         "PIXFLEET_POSTGRES_DSN": database,
@@ -85,6 +89,7 @@ def env(database: str, namespace: str, tmp_path: Path) -> Iterator[dict[str, str
         "PIXFLEET_SLOTS": "1",
         "PIXFLEET_MAX_ATTEMPTS": "3",
         "PIXFLEET_SHUTDOWN_GRACE": "5",
+        **store_env,
     }
     yield values
     asyncio.run(_cleanup_broker(namespace))
@@ -196,20 +201,10 @@ async def wait_for(
         await asyncio.sleep(0.05)
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def live_edge(env: dict[str, str], tmp_path: Path) -> Iterator[str]:
     """``pixfleet edge`` as its own process (uvicorn), for what needs a real HTTP server."""
-    import httpx
-
-    port = free_port()
+    port = _free_port()
     base = f"http://127.0.0.1:{port}"
     variables = {
         **os.environ,
@@ -240,3 +235,63 @@ def live_edge(env: dict[str, str], tmp_path: Path) -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(20)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """moto's S3 server in a subprocess for the session (our only stand-in), then stopped."""
+    port = _free_port()
+    log = tmp_path_factory.mktemp("moto") / "server.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-p", str(port), "-H", "127.0.0.1"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):  # up to ~30 s: a bound, not a timed assert
+            if proc.poll() is not None:
+                pytest.fail(f"moto server exited: {log.read_text()}")
+            try:
+                httpx.get(url, timeout=1.0)
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        else:
+            pytest.fail(f"moto server did not answer: {log.read_text()}")
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture
+def store_backend(request: pytest.FixtureRequest) -> str:
+    """``file`` unless a test parametrizes it (``indirect=True``) with ``s3``."""
+    return str(getattr(request, "param", "file"))
+
+
+@pytest.fixture
+def store_env(store_backend: str, request: pytest.FixtureRequest, namespace: str) -> dict[str, str]:
+    if store_backend != "s3":
+        return {}
+    endpoint = request.getfixturevalue("moto_endpoint")
+    return {
+        "PIXFLEET_STORE_BACKEND": "s3",
+        "PIXFLEET_STORE_ENDPOINT_URL": endpoint,
+        "PIXFLEET_STORE_BUCKET": namespace,
+        "PIXFLEET_STORE_ACCESS_KEY_ID": "test",
+        "PIXFLEET_STORE_SECRET_ACCESS_KEY": "test",
+    }

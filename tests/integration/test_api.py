@@ -340,3 +340,27 @@ async def test_health_and_readiness(client: Client) -> None:
     assert r.json()["checks"] == {"postgres": "ok", "redis": "ok", "rabbitmq": "ok"}
     schema = await client.get("/schema/openapi.json")
     assert schema.status_code == 200 and "/v1/jobs" in schema.json()["paths"]
+
+
+async def test_redis_unreachable_is_503_with_retry_after(
+    env: dict[str, str], alice: dict[str, str]
+) -> None:
+    from contracts.settings import load_settings
+    from edge.app import create_app
+    from edge.settings import EdgeSettings
+    from tests.conftest import _free_port
+
+    closed = f"redis://127.0.0.1:{_free_port()}/0"
+    settings = load_settings(
+        EdgeSettings, {**env, "PIXFLEET_REDIS_URL": closed, "PIXFLEET_REDIS_TIMEOUT": "0.5"}
+    )
+    async with AsyncTestClient(create_app(settings)) as client:
+        up = await upload(client, alice)
+        r = await client.post(
+            "/v1/jobs", json=job_body(up), headers={**alice, "Idempotency-Key": "during-outage"}
+        )
+        doc = assert_problem(r, 503, "service-unavailable")
+        assert int(r.headers["retry-after"]) > 0 and doc["detail"]
+        ready = await client.get("/readyz")
+        assert ready.status_code == 503 and ready.json()["checks"]["redis"] != "ok"
+        assert (await client.get("/v1/jobs", headers=alice)).json()["items"] == []

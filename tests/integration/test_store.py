@@ -6,12 +6,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-import socket
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -36,46 +35,6 @@ from pixfleet.store.signing import sign, verify
 ROOT = Path(__file__).resolve().parents[2]
 SIGNING_KEY = "test-signing-key"
 TTL = 120
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-@pytest.fixture(scope="module")
-def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """moto's S3 server in a subprocess for this module, stopped afterwards."""
-    port = _free_port()
-    log = tmp_path_factory.mktemp("moto") / "server.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-p", str(port), "-H", "127.0.0.1"],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(300):  # up to ~30 s: a bound, not a timed assert
-            if proc.poll() is not None:
-                pytest.fail(f"moto server exited: {log.read_text()}")
-            try:
-                httpx.get(url, timeout=1.0)
-                break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        else:
-            pytest.fail(f"moto server did not answer: {log.read_text()}")
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture(params=["file", "s3"])
