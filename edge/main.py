@@ -29,6 +29,7 @@ def serve(settings: EdgeSettings) -> None:
         loop="uvloop",
         http="httptools",
         access_log=False,
+        proxy_headers=False,
         log_config=None,
         timeout_graceful_shutdown=10,
         backlog=4096,

@@ -55,5 +55,7 @@ class EdgeSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     retry_after: PositiveInt = 5
     """Retry-After seconds sent with 503 answers."""
     sse_keepalive: Positive = 15.0
+    gc_threshold: list[int] = msgspec.field(default_factory=lambda: [20_000, 20, 20])
+    """Python collector thresholds of the edge process (generation 0, 1, 2)."""
     op_plugins: list[str] = msgspec.field(default_factory=list)
     """Modules exposing extra operations (``OPS``) to accept."""

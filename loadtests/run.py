@@ -204,14 +204,22 @@ def run_load(
     upload: str,
     edge: subprocess.Popen[bytes],
     extra: dict[str, str],
+    profile: str | None = None,
 ) -> dict[str, Any]:
+    spy = None
+    if profile:  # collapsed stacks of the edge while k6 runs (py-spy, sampling)
+        spy = subprocess.Popen(
+            [BIN / "py-spy", "record", "--pid", str(edge.pid), "--format", "raw",
+             "--output", profile, "--rate", "200", "--nonblocking"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
     cpu0, all0, t0 = _cpu_seconds(edge.pid), _total_cpu(), time.monotonic()
     data = _k6(script, key, upload, env, tmp, extra)
+    if spy is not None:
+        spy.send_signal(2)
+        spy.wait(30)
     wall = time.monotonic() - t0
     cpu1, all1 = _cpu_seconds(edge.pid), _total_cpu()
-    # k6 reports its own duration; use the scenario's active time for the rate.
-    active = data["metrics"].get("iteration_duration", {})
-    del active
     return _report(script, data, cpu1 - cpu0, all1 - all0, _rss_mib(edge.pid), wall)
 
 
@@ -262,6 +270,7 @@ def main() -> None:
     parser.add_argument("--vus", default="30")
     parser.add_argument("--duration", default="30s")
     parser.add_argument("--processes", default="1", help="edge processes")
+    parser.add_argument("--profile", help="write py-spy collapsed stacks of the edge here")
     args = parser.parse_args()
     subprocess.run(["bash", str(ROOT / "infra/scripts/services.sh")], check=True)
     with tempfile.TemporaryDirectory(prefix="pixfleet-bench-") as d:
@@ -281,7 +290,7 @@ def main() -> None:
                     run_latency(env, tmp, key, upload)
                 else:
                     extra = {"VUS": args.vus, "DURATION": args.duration}
-                    run_load(scenario, env, tmp, key, upload, edge, extra)
+                    run_load(scenario, env, tmp, key, upload, edge, extra, args.profile)
         finally:
             edge.terminate()
             edge.wait(30)

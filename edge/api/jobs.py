@@ -17,6 +17,7 @@ from contracts import names
 from contracts.jobs import FINAL_PHASES, JobEvent, JobPage, JobSnapshot, Phase
 from edge.api.deps import Owner, ServicesDep
 from edge.errors import ResultNotReadyError, UnknownResultError
+from edge.openapi import SubmitJobOperation
 from edge.services.snapshots import snapshot
 
 _JSON = "application/json"
@@ -31,7 +32,7 @@ def _job_response(snap: JobSnapshot, status: int, replayed: bool = False) -> Res
     return Response(_encode(snap), status_code=status, media_type=_JSON, headers=headers)
 
 
-@post("/v1/jobs", status_code=202, summary="Submit a job")
+@post("/v1/jobs", status_code=202, summary="Submit a job", operation_class=SubmitJobOperation)
 async def create_job(
     request: Request[object, object, State],
     services: ServicesDep,

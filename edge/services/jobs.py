@@ -75,14 +75,29 @@ class JobService:
         self._inserts: GroupCommit[NewJob, bool] = GroupCommit(
             jobs.insert_many, max_batch=settings.insert_batch
         )
+        # Concurrent idempotency claims share one pipelined round trip (and one connection).
+        self._claims: GroupCommit[tuple[str, str], bytes | None] = GroupCommit(
+            self._claim_many, max_batch=settings.insert_batch
+        )
         # Uploads never change owner once written: remember (owner, id) -> expiry.
         self._owned: dict[tuple[str, UUID], datetime] = {}
 
     def start(self) -> None:
         self._inserts.start()
+        self._claims.start()
 
     async def stop(self) -> None:
+        await self._claims.stop()
         await self._inserts.stop()
+
+    async def _claim_many(self, claims: list[tuple[str, str]]) -> list[bytes | None]:
+        """``SET key value NX GET EX ttl`` for many keys in one pipeline: the previous value
+        of each key, None where this call claimed it."""
+        pipe = self.redis.pipeline(transaction=False)
+        for key, value in claims:
+            pipe.set(key, value, nx=True, get=True, ex=self.settings.idempotency_ttl)
+        results: list[bytes | None] = await pipe.execute()
+        return results
 
     def decode(self, body: bytes) -> Any:
         """Decode and check a job request.
@@ -155,9 +170,7 @@ class JobService:
         if idempotency_key is not None:
             rkey = names.idempotency_key(self.settings.redis.prefix, owner, idempotency_key)
             value = f"{digest.hex()}:{job_id}:{time.time():.3f}"
-            previous = await self.redis.set(
-                rkey, value, nx=True, get=True, ex=self.settings.idempotency_ttl
-            )
+            previous = await self._claims.submit((rkey, value))
             if previous is not None:
                 return await self._replay(owner, idempotency_key, rkey, previous, digest), True
         now = datetime.now(UTC)
