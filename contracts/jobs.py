@@ -46,7 +46,7 @@ class PriorityClass(enum.StrEnum):
     batch = "batch"
 
 
-_AMQP_PRIORITY = {PriorityClass.interactive: 8, PriorityClass.normal: 5, PriorityClass.batch: 2}
+_AMQP_PRIORITY = {PriorityClass.interactive: 4, PriorityClass.normal: 2, PriorityClass.batch: 1}
 
 
 def amqp_priority(priority: PriorityClass) -> int:

@@ -20,7 +20,7 @@ class JobMessage(msgspec.Struct, kw_only=True):
 
     job_id: UUID
     pool: Pool
-    priority: int = 5
+    priority: int = 2
     attempt: int = 0
     """Attempts already made when this message was published (0 on first publish)."""
 

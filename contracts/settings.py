@@ -68,7 +68,10 @@ class RabbitSettings(_Group):
     url: Secret = Secret("amqp://guest:guest@127.0.0.1:5672/")
     namespace: str = "pixfleet"
     """First part of every exchange and queue name (``pixfleet.jobs``, ``pixfleet.standard``)."""
-    max_priority: Annotated[int, msgspec.Meta(ge=1, le=255)] = 10
+    max_priority: Annotated[int, msgspec.Meta(ge=4, le=255)] = 4
+    """``x-max-priority`` of the pool queues. Each level costs the broker CPU per message
+    (classic priority queues keep one sub-queue per level): interactive 4, normal 2,
+    batch 1, pre-generation 0."""
     retry_delays: list[Positive] = msgspec.field(default_factory=lambda: [2.0, 10.0, 60.0, 300.0])
     """Backoff before retry n (seconds); one TTL queue per entry, the last reused past the end."""
     connect_timeout: Positive = 5.0

@@ -100,6 +100,32 @@ def _rss_mib(pid: int) -> float:
     return total / 1024
 
 
+SERVICES = {
+    "postgres": ("postgres",),
+    "rabbitmq": ("beam.smp",),
+    "redis": ("redis-server",),
+    "k6": ("k6",),
+}
+
+
+def _service_cpu() -> dict[str, float]:
+    """CPU seconds so far of the processes of each backing service (and k6), by name."""
+    out = dict.fromkeys(SERVICES, 0.0)
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit():
+            continue
+        try:
+            stat = (p / "stat").read_text()
+        except OSError:
+            continue
+        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat.rsplit(")", 1)[1].split()
+        for name, comms in SERVICES.items():
+            if any(comm.startswith(c) for c in comms):
+                out[name] += (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return out
+
+
 def _total_cpu() -> float:
     fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
     busy = sum(int(x) for i, x in enumerate(fields[:8]) if i not in (3, 4))
@@ -209,18 +235,52 @@ def run_load(
     spy = None
     if profile:  # collapsed stacks of the edge while k6 runs (py-spy, sampling)
         spy = subprocess.Popen(
-            [BIN / "py-spy", "record", "--pid", str(edge.pid), "--format", "raw",
-             "--output", profile, "--rate", "200", "--nonblocking"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                BIN / "py-spy",
+                "record",
+                "--pid",
+                str(edge.pid),
+                "--format",
+                "raw",
+                "--output",
+                profile,
+                "--rate",
+                "200",
+                "--nonblocking",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
     cpu0, all0, t0 = _cpu_seconds(edge.pid), _total_cpu(), time.monotonic()
+    svc0 = _service_cpu()
     data = _k6(script, key, upload, env, tmp, extra)
+    svc1 = _service_cpu()
     if spy is not None:
         spy.send_signal(2)
         spy.wait(30)
     wall = time.monotonic() - t0
     cpu1, all1 = _cpu_seconds(edge.pid), _total_cpu()
-    return _report(script, data, cpu1 - cpu0, all1 - all0, _rss_mib(edge.pid), wall)
+    row = _report(script, data, cpu1 - cpu0, all1 - all0, _rss_mib(edge.pid), wall)
+    time.sleep(2 * 1.0)  # let the last confirms be marked
+    accepted, confirmed = asyncio.run(_published(env))
+    print(
+        json.dumps(
+            {"scenario": script, "jobs_in_db": accepted, "jobs_confirmed_by_broker": confirmed}
+        ),
+        flush=True,
+    )
+    reqs = max(row["requests"], 1)
+    shares = {k: round((svc1[k] - svc0[k]) * 1000 / reqs, 3) for k in SERVICES}
+    print(
+        json.dumps(
+            {
+                "scenario": script,
+                "cpu_ms_per_req_by_process": {"edge": row["edge_cpu_ms_per_req"], **shares},
+            }
+        ),
+        flush=True,
+    )
+    return row
 
 
 def run_latency(env: dict[str, str], tmp: Path, key: str, upload: str, n: int = 50) -> None:
@@ -260,6 +320,27 @@ def run_latency(env: dict[str, str], tmp: Path, key: str, upload: str, n: int = 
     finally:
         worker.terminate()
         worker.wait(30)
+
+
+def _forget_redis_keys(pattern: str) -> None:
+    """Delete the run's idempotency keys: they would live 24 h and slow every SCAN."""
+    import redis
+
+    client = redis.Redis()
+    keys = list(client.scan_iter(pattern, count=10_000))
+    for i in range(0, len(keys), 5000):
+        client.delete(*keys[i : i + 5000])
+    client.close()
+
+
+async def _published(env: dict[str, str]) -> tuple[int, int]:
+    """(jobs accepted, jobs confirmed by the broker) in the bench database."""
+    conn = await asyncpg.connect(env["PIXFLEET_POSTGRES_DSN"])
+    try:
+        row = await conn.fetchrow("SELECT count(*), count(enqueued_at) FROM jobs")
+    finally:
+        await conn.close()
+    return int(row[0]), int(row[1])
 
 
 def main() -> None:
@@ -312,6 +393,7 @@ def main() -> None:
                 ],
                 check=False,
             )
+            _forget_redis_keys("bench:*")
             if edge.returncode not in (0, -15):
                 print((tmp / "edge.log").read_text()[-3000:], file=sys.stderr)
 

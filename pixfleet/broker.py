@@ -25,6 +25,7 @@ from typing import Any
 import aio_pika
 import msgspec
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection, ExchangeType
+from aiormq import spec
 
 from contracts import names
 from contracts.jobs import Pool
@@ -169,6 +170,17 @@ async def connect(rabbit: RabbitSettings, *, attempts: int = 10) -> AbstractRobu
             log.warning("rabbitmq connect attempt %d/%d failed: %s", attempt, attempts, e)
             await asyncio.sleep(min(5.0, 0.2 * 2**attempt) * random.uniform(0.5, 1.0))
     raise AssertionError("unreachable")
+
+
+def job_properties(msg: JobMessage) -> spec.Basic.Properties:
+    """AMQP properties of a job message (for publishing through aiormq directly)."""
+    return spec.Basic.Properties(
+        content_type="application/json",
+        delivery_mode=2,  # persistent
+        priority=msg.priority,
+        message_id=str(msg.job_id),
+        message_type="pixfleet.job",
+    )
 
 
 def job_message(msg: JobMessage, headers: dict[str, Any] | None = None) -> aio_pika.Message:

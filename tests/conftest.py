@@ -105,7 +105,7 @@ async def _cleanup_broker(namespace: str) -> None:
         await conn.close()
     client = aioredis.Redis.from_url(REDIS_URL)
     try:
-        keys = [k async for k in client.scan_iter(f"{namespace}:*")]
+        keys = [k async for k in client.scan_iter(f"{namespace}:*", count=10_000)]
         if keys:
             await client.delete(*keys)
     finally:

@@ -18,7 +18,9 @@ from typing import Any
 from uuid import UUID
 
 import asyncpg
-from aio_pika.abc import AbstractExchange, AbstractRobustConnection
+import msgspec
+from aio_pika.abc import AbstractChannel, AbstractRobustConnection
+from aiormq import spec
 
 from contracts import names
 from contracts.jobs import Pool
@@ -26,10 +28,13 @@ from contracts.messages import JobMessage
 from edge.settings import EdgeSettings
 from edge.store.jobs import JobStore
 from edge.store.uploads import UploadStore
-from pixfleet.broker import declare_jobs_exchange, job_message
+from pixfleet.broker import declare_jobs_exchange, job_properties
 from pixfleet.store import ObjectStore
 
 log = logging.getLogger(__name__)
+
+_encode = msgspec.json.encode
+_properties = job_properties
 
 RELAY_LOCK = 0x70697872  # "pixr": advisory lock of the active relay
 _BATCH = 512
@@ -52,14 +57,14 @@ class Outbox:
         self.uploads = uploads
         self.store = store
         self._queue: asyncio.Queue[JobMessage] = asyncio.Queue(settings.publish_buffer)
-        self._exchange: AbstractExchange | None = None
+        self._channel: AbstractChannel | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._lock_conn: Any = None
         self.is_leader = False
 
     async def start(self) -> None:
-        channel = await self.connection.channel(publisher_confirms=True)
-        self._exchange = await declare_jobs_exchange(channel, self.settings.rabbit)
+        self._channel = await self.connection.channel(publisher_confirms=True)
+        await declare_jobs_exchange(self._channel, self.settings.rabbit)
         self._spawn(self._publish_loop())
         self._spawn(self._relay_loop())
 
@@ -84,17 +89,37 @@ class Outbox:
             log.warning("publish buffer full; job %s left to the relay", msg.job_id)
 
     async def publish(self, messages: Sequence[JobMessage]) -> list[UUID]:
-        """Publish with confirms, all in flight at once; return the confirmed job ids."""
-        assert self._exchange is not None
-        exchange, timeout = self._exchange, self.settings.rabbit.publish_timeout
+        """Publish with confirms, all in flight at once; return the confirmed job ids.
+
+        Goes to aiormq under aio-pika's robust channel: the frames are the same, without the
+        per-message wrappers and the per-message wait for the socket to drain.
+        """
+        assert self._channel is not None
+        timeout = self.settings.rabbit.publish_timeout
+        exchange = names.jobs_exchange(self.settings.rabbit.namespace)
+        try:
+            channel = await self._channel.get_underlay_channel()
+        except Exception as e:  # closed or reconnecting: the relay will publish them
+            log.warning("%d publishes deferred to the relay: %r", len(messages), e)
+            return []
         results = await asyncio.gather(
-            *(exchange.publish(job_message(m), m.pool.value, timeout=timeout) for m in messages),
+            *(
+                channel.basic_publish(
+                    _encode(m),
+                    exchange=exchange,
+                    routing_key=m.pool.value,
+                    properties=_properties(m),
+                    timeout=timeout,
+                    wait=False,
+                )
+                for m in messages
+            ),
             return_exceptions=True,
         )
         confirmed = [
             m.job_id
             for m, r in zip(messages, results, strict=True)
-            if not isinstance(r, BaseException)
+            if isinstance(r, spec.Basic.Ack)  # a Nack or an exception: left to the relay
         ]
         failed = len(messages) - len(confirmed)
         if failed:
@@ -113,7 +138,11 @@ class Outbox:
             batch = [await self._queue.get()]
             while len(batch) < _BATCH and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
-            confirmed = await self.publish(batch)
+            try:
+                confirmed = await self.publish(batch)
+            except Exception:  # never let the loop die: the relay covers this batch
+                log.exception("publishing %d jobs failed; left to the relay", len(batch))
+                continue
             if confirmed:
                 self._spawn(self._mark(confirmed))
 

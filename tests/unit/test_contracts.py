@@ -79,7 +79,7 @@ def test_wire_message_tolerates_unknown_fields_and_defaults() -> None:
     job_id = uuid.uuid4()
     raw = json.dumps({"job_id": str(job_id), "pool": "heavy", "from_the_future": [1]}).encode()
     msg = msgspec.json.decode(raw, type=JobMessage)
-    assert msg == JobMessage(job_id=job_id, pool=Pool.heavy, priority=5, attempt=0)
+    assert msg == JobMessage(job_id=job_id, pool=Pool.heavy, priority=2, attempt=0)
 
 
 def test_priority_order() -> None:
