@@ -106,6 +106,10 @@ class InvalidSignatureError(PixfleetError):
     status, type, title = 403, "invalid-signature", "The download link is invalid or expired"
 
 
+class OverloadedError(PixfleetError):
+    status, type, title = 503, "overloaded", "The service is shedding load"
+
+
 class ServiceUnavailableError(PixfleetError):
     status, type, title = 503, "service-unavailable", "A backing service is unavailable"
 

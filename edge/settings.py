@@ -46,10 +46,12 @@ class EdgeSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Seconds an API key lookup is cached (a revoked key works at most this long)."""
     relay_interval: Positive = 2.0
     """Seconds between outbox relay passes."""
-    relay_grace: Positive = 5.0
+    relay_grace: Positive = 10.0
     """Seconds a job may stay unconfirmed before the relay republishes it."""
-    publish_buffer: PositiveInt = 10_000
-    """Jobs waiting for their first publish; past it they are left to the relay."""
+    publish_buffer: PositiveInt = 2_000
+    """Accepted jobs waiting for their first publish. While it is full the edge sheds new
+    submissions (503 + Retry-After): the broker takes jobs slower than they arrive. Keep it
+    a few seconds of publishing, well under ``relay_grace``."""
     insert_batch: PositiveInt = 256
     """Largest multi-row INSERT of submitted jobs (group commit)."""
     retry_after: PositiveInt = 5

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -213,11 +214,11 @@ def _report(
         "machine_cpu_ms_per_req": round(all_cpu * 1000 / max(reqs, 1), 3),
         "edge_rss_mib": round(rss, 1),
     }
-    codes = {k: v["count"] for k, v in m.items() if k.startswith("status_codes{")}
+    codes = {k.removeprefix("status_"): v["count"] for k, v in m.items() if k.startswith("status_")}
     if codes:
         row["status_codes"] = codes
-    if "shed_without_retry_after" in m:
-        row["shed_without_retry_after"] = m["shed_without_retry_after"]["count"]
+    if codes:  # the spike scenario counts shedding without Retry-After (absent: none)
+        row["shed_without_retry_after"] = m.get("shed_without_retry_after", {}).get("count", 0)
     print(json.dumps(row), flush=True)
     return row
 
@@ -262,10 +263,15 @@ def run_load(
     cpu1, all1 = _cpu_seconds(edge.pid), _total_cpu()
     row = _report(script, data, cpu1 - cpu0, all1 - all0, _rss_mib(edge.pid), wall)
     time.sleep(2 * 1.0)  # let the last confirms be marked
-    accepted, confirmed = asyncio.run(_published(env))
+    accepted, marked, depth = asyncio.run(_published(env))
     print(
         json.dumps(
-            {"scenario": script, "jobs_in_db": accepted, "jobs_confirmed_by_broker": confirmed}
+            {
+                "scenario": script,
+                "jobs_in_db": accepted,
+                "jobs_marked_enqueued": marked,
+                "messages_in_queue": depth,
+            }
         ),
         flush=True,
     )
@@ -322,6 +328,20 @@ def run_latency(env: dict[str, str], tmp: Path, key: str, upload: str, n: int = 
         worker.wait(30)
 
 
+async def _purge_queues() -> None:
+    """Empty the bench namespace's queues (their messages name jobs of a dropped database)."""
+    import aio_pika
+
+    conn = await aio_pika.connect("amqp://guest:guest@127.0.0.1/")
+    try:
+        for name in ("bench.standard", "bench.heavy"):
+            channel = await conn.channel()
+            with contextlib.suppress(aio_pika.exceptions.ChannelClosed):  # not declared yet
+                await (await channel.get_queue(name, ensure=True)).purge()
+    finally:
+        await conn.close()
+
+
 def _forget_redis_keys(pattern: str) -> None:
     """Delete the run's idempotency keys: they would live 24 h and slow every SCAN."""
     import redis
@@ -333,14 +353,23 @@ def _forget_redis_keys(pattern: str) -> None:
     client.close()
 
 
-async def _published(env: dict[str, str]) -> tuple[int, int]:
-    """(jobs accepted, jobs confirmed by the broker) in the bench database."""
+async def _published(env: dict[str, str]) -> tuple[int, int, int]:
+    """(jobs accepted, jobs marked confirmed, messages in the standard queue)."""
+    import aio_pika
+
     conn = await asyncpg.connect(env["PIXFLEET_POSTGRES_DSN"])
     try:
         row = await conn.fetchrow("SELECT count(*), count(enqueued_at) FROM jobs")
     finally:
         await conn.close()
-    return int(row[0]), int(row[1])
+    amqp = await aio_pika.connect("amqp://guest:guest@127.0.0.1/")
+    try:
+        channel = await amqp.channel()
+        queue = await channel.declare_queue("bench.standard", passive=True)
+        depth = int(queue.declaration_result.message_count or 0)
+    finally:
+        await amqp.close()
+    return int(row[0]), int(row[1]), depth
 
 
 def main() -> None:
@@ -359,6 +388,7 @@ def main() -> None:
         env = _env(tmp)
         env["PIXFLEET_PROCESSES"] = args.processes
         key = asyncio.run(_reset_db(env))
+        asyncio.run(_purge_queues())
         edge = _start(["edge"], env, tmp / "edge.log")
         try:
             _wait_ready()
@@ -375,24 +405,7 @@ def main() -> None:
         finally:
             edge.terminate()
             edge.wait(30)
-            subprocess.run(
-                [
-                    sys.executable,
-                    "-c",
-                    (
-                        "import asyncio,aio_pika\n"
-                        "async def m():\n"
-                        " c=await aio_pika.connect('amqp://guest:guest@127.0.0.1/')\n"
-                        " ch=await c.channel()\n"
-                        " for q in ['bench.standard','bench.heavy']:\n"
-                        "  try: await ch.queue_purge(q)\n"
-                        "  except Exception: pass\n"
-                        " await c.close()\n"
-                        "asyncio.run(m())"
-                    ),
-                ],
-                check=False,
-            )
+            asyncio.run(_purge_queues())
             _forget_redis_keys("bench:*")
             if edge.returncode not in (0, -15):
                 print((tmp / "edge.log").read_text()[-3000:], file=sys.stderr)

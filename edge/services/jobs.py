@@ -28,6 +28,7 @@ from edge.errors import (
     InvalidRequestError,
     JobNotAbortableError,
     MalformedBodyError,
+    OverloadedError,
     UnknownJobError,
     UnknownUploadError,
 )
@@ -162,6 +163,11 @@ class JobService:
             IdempotencyInFlightError: the first request with this key is still running.
         """
         req = self.decode(body)
+        if self.outbox.saturated:
+            raise OverloadedError(
+                "jobs arrive faster than the broker takes them; retry shortly",
+                headers={"Retry-After": str(self.settings.retry_after)},
+            )
         await self._check_inputs(owner, req.inputs)
         encoded = self._encoder.encode(req)
         digest = hashlib.sha256(encoded).digest()

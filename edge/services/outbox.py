@@ -57,6 +57,8 @@ class Outbox:
         self.uploads = uploads
         self.store = store
         self._queue: asyncio.Queue[JobMessage] = asyncio.Queue(settings.publish_buffer)
+        self._confirmed: list[UUID] = []
+        self._confirmed_event = asyncio.Event()
         self._channel: AbstractChannel | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._lock_conn: Any = None
@@ -66,6 +68,7 @@ class Outbox:
         self._channel = await self.connection.channel(publisher_confirms=True)
         await declare_jobs_exchange(self._channel, self.settings.rabbit)
         self._spawn(self._publish_loop())
+        self._spawn(self._mark_loop())
         self._spawn(self._relay_loop())
 
     async def stop(self) -> None:
@@ -127,11 +130,22 @@ class Outbox:
             log.warning("%d publishes unconfirmed (left to the relay): %r", failed, first)
         return confirmed
 
-    async def _mark(self, ids: list[UUID]) -> None:
-        try:
-            await self.jobs.mark_enqueued(ids)
-        except Exception as e:  # the relay republishes them; a duplicate is dropped by claims
-            log.warning("could not mark %d jobs enqueued: %r", len(ids), e)
+    @property
+    def saturated(self) -> bool:
+        """True while the publish buffer is full: the broker takes jobs slower than they come."""
+        return self._queue.full()
+
+    async def _mark_loop(self) -> None:
+        """Record confirms with one UPDATE at a time, of everything confirmed meanwhile."""
+        while True:
+            await self._confirmed_event.wait()
+            self._confirmed_event.clear()
+            ids, self._confirmed = self._confirmed, []
+            for i in range(0, len(ids), 5000):
+                try:
+                    await self.jobs.mark_enqueued(ids[i : i + 5000])
+                except Exception as e:  # the relay republishes them; claims drop duplicates
+                    log.warning("could not mark %d jobs enqueued: %r", len(ids), e)
 
     async def _publish_loop(self) -> None:
         while True:
@@ -144,7 +158,8 @@ class Outbox:
                 log.exception("publishing %d jobs failed; left to the relay", len(batch))
                 continue
             if confirmed:
-                self._spawn(self._mark(confirmed))
+                self._confirmed.extend(confirmed)
+                self._confirmed_event.set()
 
     async def _lead(self) -> bool:
         """Hold the relay lock on a dedicated connection; True while this process holds it."""
@@ -181,8 +196,12 @@ class Outbox:
         released = await self.jobs.release_expired_leases(older_than=60.0, limit=_BATCH)
         if released:
             log.warning("returned %d jobs with long-expired leases to the outbox", released)
-        rows = await self.jobs.unenqueued(older_than=s.relay_grace, limit=_BATCH)
-        if rows:
+        total = 0
+        while True:  # drain the backlog at publishing speed, one batch at a time
+            rows = await self.jobs.unenqueued(older_than=s.relay_grace, limit=_BATCH)
+            if not rows:
+                break
+            total += len(rows)
             messages = [
                 JobMessage(
                     job_id=r["id"],
@@ -196,8 +215,10 @@ class Outbox:
             if confirmed:
                 await self.jobs.mark_enqueued(confirmed)
             log.info("relay republished %d of %d unconfirmed jobs", len(confirmed), len(rows))
+            if len(confirmed) < len(rows) or len(rows) < _BATCH:
+                break  # the broker refuses, or the backlog is drained
         await self._sweep()
-        return len(rows)
+        return total
 
     async def _sweep(self) -> None:
         expired = await self.jobs.expired(limit=100)
