@@ -30,7 +30,7 @@ class Op(msgspec.Struct, tag_field="op", forbid_unknown_fields=True, kw_only=Tru
 ImageFormat = Literal["jpeg", "png", "webp"]
 
 
-class Thumbnail(Op, tag="thumbnail"):
+class Thumbnail(Op, tag="thumbnail", frozen=True):  # inherited anyway; restated for mypy
     """Scale an image so that its longer side is ``size`` pixels (never upscales).
 
     EXIF orientation is applied first; the aspect ratio is kept.

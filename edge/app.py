@@ -72,7 +72,11 @@ def create_app(settings: EdgeSettings, resources: Resources | None = None) -> Li
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
-            res = resources or await stack.enter_async_context(open_resources(settings))
+            res = (
+                resources
+                if resources is not None
+                else await stack.enter_async_context(open_resources(settings))
+            )
             app.state.services = await stack.enter_async_context(
                 start_services(settings, catalog, res)
             )
@@ -92,7 +96,7 @@ def create_app(settings: EdgeSettings, resources: Resources | None = None) -> Li
             "services": Provide(provide_services, sync_to_thread=False),
             "owner": Provide(provide_owner),
         },
-        exception_handlers=exception_handlers(),  # type: ignore[arg-type]
+        exception_handlers=exception_handlers(),
         openapi_config=OpenAPIConfig(
             title="pixfleet",
             version="1",

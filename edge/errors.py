@@ -8,13 +8,14 @@ RabbitMQ (503 + Retry-After) are rendered the same way. Anything else is a 500: 
 from __future__ import annotations
 
 import logging
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import asyncpg
 import msgspec
 import redis.exceptions
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException
+from litestar.types import ExceptionHandlersMap
 
 from contracts.api import FieldError, Problem
 
@@ -114,7 +115,7 @@ class ServiceUnavailableError(PixfleetError):
     status, type, title = 503, "service-unavailable", "A backing service is unavailable"
 
 
-_OUTAGES: tuple[type[BaseException], ...] = (
+_OUTAGES: tuple[type[Exception], ...] = (
     OSError,
     TimeoutError,
     asyncpg.PostgresConnectionError,
@@ -126,7 +127,7 @@ _OUTAGES: tuple[type[BaseException], ...] = (
 
 
 def _problem(
-    request: Request[object, object, object], problem: Problem, headers: dict[str, str]
+    request: Request[Any, Any, Any], problem: Problem, headers: dict[str, str]
 ) -> Response[bytes]:
     problem.instance = request.url.path
     return Response(
@@ -137,9 +138,7 @@ def _problem(
     )
 
 
-def pixfleet_error_handler(
-    request: Request[object, object, object], exc: Exception
-) -> Response[bytes]:
+def pixfleet_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     """Render a ``PixfleetError`` as a problem document."""
     assert isinstance(exc, PixfleetError)
     problem = Problem(
@@ -152,9 +151,7 @@ def pixfleet_error_handler(
     return _problem(request, problem, exc.headers)
 
 
-def http_exception_handler(
-    request: Request[object, object, object], exc: Exception
-) -> Response[bytes]:
+def http_exception_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     """Render Litestar's own HTTP exceptions (unknown route, 405, 413) as problem documents."""
     assert isinstance(exc, HTTPException)
     if exc.status_code == 413:
@@ -167,7 +164,7 @@ def http_exception_handler(
     return _problem(request, problem, dict(exc.headers or {}))
 
 
-def outage_handler(request: Request[object, object, object], exc: Exception) -> Response[bytes]:
+def outage_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     """A backing service is down or timed out: 503 with Retry-After, logged without a trace."""
     retry_after = str(getattr(request.app.state, "retry_after", 5))
     log.warning("backing service unavailable on %s: %r", request.url.path, exc)
@@ -176,13 +173,13 @@ def outage_handler(request: Request[object, object, object], exc: Exception) -> 
     return pixfleet_error_handler(request, err)
 
 
-def exception_handlers() -> dict[type[Exception], object]:
-    handlers: dict[type[Exception], object] = {
+def exception_handlers() -> ExceptionHandlersMap:
+    handlers: ExceptionHandlersMap = {
         PixfleetError: pixfleet_error_handler,
         HTTPException: http_exception_handler,
     }
     for exc in _OUTAGES:
-        handlers[exc] = outage_handler  # type: ignore[assignment]
+        handlers[exc] = outage_handler
     return handlers
 
 

@@ -22,8 +22,9 @@ HERE = Path(__file__).parent
 
 def exported() -> dict[str, Any]:
     """Map of file stem to type, for every exported schema."""
+    union: Any = OpCatalog().union  # built at run time: a value, not a static type
     return {
-        "JobRequest": JobRequest[OpCatalog().union],
+        "JobRequest": JobRequest[union],
         "JobSnapshot": JobSnapshot,
         "JobPage": JobPage,
         "JobEvent": JobEvent,

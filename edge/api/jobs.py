@@ -68,7 +68,7 @@ async def list_jobs(
     limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
 ) -> Response[bytes]:
     """Your jobs, newest first. Filter by ``phase`` (repeatable); page with ``cursor``."""
-    items, nxt = await services.jobs.list(owner, phase or [], cursor, limit)
+    items, nxt = await services.jobs.list_for_owner(owner, phase or [], cursor, limit)
     page = JobPage(items=items, next=str(nxt) if nxt else None)
     return Response(_encode(page), media_type=_JSON)
 

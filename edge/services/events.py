@@ -41,7 +41,8 @@ class EventHub:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        await self._pubsub.aclose()
+        # redis-py leaves PubSub.aclose unannotated
+        await self._pubsub.aclose()  # type: ignore[no-untyped-call]
 
     @contextlib.asynccontextmanager
     async def listen(self, job_id: UUID) -> AsyncIterator[asyncio.Queue[bytes]]:

@@ -71,7 +71,8 @@ class JobService:
         self.uploads = uploads
         self.redis = redis
         self.outbox = outbox
-        self.decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(JobRequest[catalog.union])
+        union: Any = catalog.union  # built at run time: a value, not a static type
+        self.decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(JobRequest[union])
         self._encoder = msgspec.json.Encoder(order="deterministic")
         self._inserts: GroupCommit[NewJob, bool] = GroupCommit(
             jobs.insert_many, max_batch=settings.insert_batch
@@ -270,10 +271,10 @@ class JobService:
             raise UnknownJobError(f"no job {job_id}")
         return row
 
-    async def list(
+    async def list_for_owner(
         self, owner: str, phases: Sequence[Phase], cursor: UUID | None, limit: int
     ) -> tuple[list[JobSnapshot], UUID | None]:
-        rows = await self.jobs.list(
+        rows = await self.jobs.list_for_owner(
             owner, phases=[p.value for p in phases], before=cursor, limit=limit + 1
         )
         items = [snapshot(r) for r in rows[:limit]]

@@ -107,7 +107,8 @@ class Outbox:
             return []
         results = await asyncio.gather(
             *(
-                channel.basic_publish(
+                # aiormq.Channel.basic_publish takes wait=; the AbstractChannel stub omits it
+                channel.basic_publish(  # type: ignore[call-arg]
                     _encode(m),
                     exchange=exchange,
                     routing_key=m.pool.value,

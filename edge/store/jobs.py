@@ -94,7 +94,7 @@ class JobStore:
             key,
         )
 
-    async def list(
+    async def list_for_owner(
         self, owner: str, *, phases: Sequence[str], before: UUID | None, limit: int
     ) -> list[asyncpg.Record]:
         """The owner's jobs, newest first, optionally of some phases and older than a cursor."""

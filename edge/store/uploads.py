@@ -28,7 +28,7 @@ class UploadStore:
         height: int | None,
         expires_at: datetime,
     ) -> asyncpg.Record:
-        row: asyncpg.Record = await self.pool.fetchrow(
+        row = await self.pool.fetchrow(
             "INSERT INTO uploads (id, owner, object_key, size, sha256, media_type, width, height,"
             " expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING *",
             upload_id,
@@ -41,6 +41,7 @@ class UploadStore:
             height,
             expires_at,
         )
+        assert row is not None  # INSERT ... RETURNING always yields the inserted row
         return row
 
     async def get(self, owner: str, upload_id: UUID) -> asyncpg.Record | None:

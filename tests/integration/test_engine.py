@@ -421,3 +421,45 @@ async def test_broker_outage_accepted_jobs_are_delivered_by_the_relay(
         assert done["phase"] == "COMPLETED", done
     assert len(accepted) + refused == 10 and accepted
     assert (await client.get("/readyz")).status_code == 200
+
+
+async def test_dead_letters_can_be_replayed(
+    client: Client, alice: dict[str, str], start_worker: Any, namespace: str, database: str
+) -> None:
+    from contracts.settings import PostgresSettings, RabbitSettings, Secret
+    from pixfleet.deadletters import list_dead, replay_dead
+
+    start_worker()
+    up = await upload(client, alice)
+    job = await submit(client, alice, [up], [{"op": "test_flaky"}])
+    assert (await wait_for(client, job["href"], alice, FINAL))["phase"] == "ERROR"
+    rabbit = RabbitSettings(namespace=namespace, retry_delays=[0.3, 0.6])
+
+    async def listed() -> bool:
+        return [r["job_id"] for r in await list_dead(rabbit)] == [job["id"]]
+
+    await wait_until(listed, timeout=10)
+    assert await listed()  # listing does not consume
+    replayed = await replay_dead(rabbit, PostgresSettings(dsn=Secret(database)), job["id"])
+    assert replayed == 1
+    # The flaky op fails again: three fresh attempts, then back in the dead-letter queue.
+    await wait_until(listed, timeout=30)
+    again = (await client.get(job["href"], headers=alice)).json()
+    assert (again["phase"], again["attempts"]) == ("ERROR", 3)
+
+
+async def test_children_are_recycled_after_max_tasks(
+    client: Client, alice: dict[str, str], start_worker: Any, tmp_path: Path
+) -> None:
+    start_worker(PIXFLEET_CHILD_MAX_TASKS="2")
+    up = await upload(client, alice)
+    pids = []
+    for i in range(3):
+        marker = tmp_path / f"pid{i}"
+        job = await submit(
+            client, alice, [up], [{"op": "test_slow", "seconds": 0, "marker": str(marker)}]
+        )
+        assert (await wait_for(client, job["href"], alice, FINAL))["phase"] == "COMPLETED"
+        pids.append(int(marker.read_text()))
+    assert pids[0] == pids[1] != pids[2]
+    assert not Path(f"/proc/{pids[0]}").exists()

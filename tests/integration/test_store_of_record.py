@@ -96,3 +96,35 @@ async def test_illegal_transitions_are_no_ops(
         assert phase == "ABORTED"
     finally:
         await pool.close()
+
+
+async def test_expired_jobs_are_archived_and_their_results_deleted(
+    env: dict[str, str], alice: dict[str, str], start_worker: Any, database: str
+) -> None:
+    from pathlib import Path
+
+    from contracts.settings import load_settings
+    from edge.app import create_app
+    from edge.settings import EdgeSettings
+    from tests.conftest import wait_for
+
+    settings = load_settings(EdgeSettings, {**env, "PIXFLEET_JOB_TTL": "2"})
+    start_worker()
+    async with AsyncTestClient(create_app(settings)) as client:
+        up = await upload(client, alice)
+        job = (
+            await client.post(
+                "/v1/jobs",
+                headers=alice,
+                json={"inputs": [up], "pipeline": [{"op": "thumbnail", "size": 16}]},
+            )
+        ).json()
+        done = await wait_for(client, job["href"], alice, {"COMPLETED", "ERROR"})
+        assert done["phase"] == "COMPLETED"
+        results = Path(settings.store.root) / "objects" / "results" / job["id"]
+        assert results.exists()
+        archived = await wait_for(client, job["href"], alice, {"ARCHIVED"}, timeout=30)
+        assert archived["phase"] == "ARCHIVED" and archived["results"] == []
+        assert not any(results.glob("*"))
+        r = await client.get(f"{job['href']}/results/{done['results'][0]['name']}", headers=alice)
+        assert r.status_code == 409

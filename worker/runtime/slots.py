@@ -144,9 +144,10 @@ class Slot:
         assert self.conn is not None
         self.conn.send(task)
         reading = asyncio.ensure_future(self._until_done(on_progress))
+        waiting: set[asyncio.Future[Any]] = {reading, stop}
         try:
             done, _ = await asyncio.wait(
-                {reading, stop}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
             )
         except asyncio.CancelledError:
             reading.cancel()
