@@ -17,6 +17,7 @@ run time with ``rabbitmqctl eval`` where it can).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from dataclasses import dataclass, field
@@ -204,8 +205,46 @@ async def declare_pool_queue(channel: AbstractChannel, rabbit: RabbitSettings, p
     return await channel.declare_queue(name, durable=True, arguments=spec.arguments)
 
 
-async def declare_jobs_exchange(channel: AbstractChannel, rabbit: RabbitSettings) -> Any:
-    """Declare the jobs exchange on a channel (tracked, and so restored, by robust channels)."""
-    return await channel.declare_exchange(
-        names.jobs_exchange(rabbit.namespace), ExchangeType.DIRECT, durable=True
-    )
+async def channel_alive(channel: AbstractChannel) -> bool:
+    """Whether a (robust) channel has an open channel underneath right now."""
+    if channel.is_closed:
+        return False
+    try:
+        return not (await channel.get_underlay_channel()).is_closed
+    except Exception:  # not (re)opened yet
+        return False
+
+
+class LiveChannel:
+    """A channel on a robust connection that is reopened when a reconnect did not restore it.
+
+    ``get()`` returns an open channel (declaring the topology on each new one) or raises while
+    the connection is still reconnecting.
+    """
+
+    def __init__(
+        self, connection: AbstractRobustConnection, rabbit: RabbitSettings, *, confirms: bool
+    ) -> None:
+        self.connection = connection
+        self.rabbit = rabbit
+        self.confirms = confirms
+        self.channel: AbstractChannel | None = None
+
+    async def get(self) -> AbstractChannel:
+        """Raises: ConnectionError: the broker is unreachable or still reconnecting."""
+        if self.channel is not None and await channel_alive(self.channel):
+            return self.channel
+        if self.connection.is_closed or not self.connection.connected.is_set():
+            raise ConnectionError("rabbitmq is reconnecting")
+        old = self.channel
+        try:
+            channel = await self.connection.channel(publisher_confirms=self.confirms)
+            await declare(channel, self.rabbit)
+        except Exception as e:
+            raise ConnectionError(f"cannot open a rabbitmq channel: {e!r}") from e
+        if old is not None:
+            log.warning("a channel was not restored after a reconnect; opened a new one")
+            with contextlib.suppress(Exception):
+                await old.close()
+        self.channel = channel
+        return channel

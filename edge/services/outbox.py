@@ -19,7 +19,7 @@ from uuid import UUID
 
 import asyncpg
 import msgspec
-from aio_pika.abc import AbstractChannel, AbstractRobustConnection
+from aio_pika.abc import AbstractRobustConnection
 from aiormq import spec
 
 from contracts import names
@@ -28,7 +28,7 @@ from contracts.messages import JobMessage
 from edge.settings import EdgeSettings
 from edge.store.jobs import JobStore
 from edge.store.uploads import UploadStore
-from pixfleet.broker import declare_jobs_exchange, job_properties
+from pixfleet.broker import LiveChannel, job_properties
 from pixfleet.store import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -59,14 +59,13 @@ class Outbox:
         self._queue: asyncio.Queue[JobMessage] = asyncio.Queue(settings.publish_buffer)
         self._confirmed: list[UUID] = []
         self._confirmed_event = asyncio.Event()
-        self._channel: AbstractChannel | None = None
+        self._publisher = LiveChannel(connection, settings.rabbit, confirms=True)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._lock_conn: Any = None
         self.is_leader = False
 
     async def start(self) -> None:
-        self._channel = await self.connection.channel(publisher_confirms=True)
-        await declare_jobs_exchange(self._channel, self.settings.rabbit)
+        await self._publisher.get()  # declares the topology
         self._spawn(self._publish_loop())
         self._spawn(self._mark_loop())
         self._spawn(self._relay_loop())
@@ -97,17 +96,16 @@ class Outbox:
         Goes to aiormq under aio-pika's robust channel: the frames are the same, without the
         per-message wrappers and the per-message wait for the socket to drain.
         """
-        assert self._channel is not None
         timeout = self.settings.rabbit.publish_timeout
         exchange = names.jobs_exchange(self.settings.rabbit.namespace)
         try:
-            channel = await self._channel.get_underlay_channel()
+            channel = await (await self._publisher.get()).get_underlay_channel()
         except Exception as e:  # closed or reconnecting: the relay will publish them
             log.warning("%d publishes deferred to the relay: %r", len(messages), e)
             return []
         results = await asyncio.gather(
             *(
-                # aiormq.Channel.basic_publish takes wait=; the AbstractChannel stub omits it
+                # aiormq's Channel takes wait=; its AbstractChannel stub does not declare it
                 channel.basic_publish(  # type: ignore[call-arg]
                     _encode(m),
                     exchange=exchange,

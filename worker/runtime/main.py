@@ -31,6 +31,7 @@ from worker.settings import WorkerSettings
 log = logging.getLogger(__name__)
 
 _control_decoder = msgspec.json.Decoder(ControlMessage)
+_WATCH_INTERVAL = 2.0  # seconds between checks that the consumer channel is alive
 
 
 async def _listen_control(client: aioredis.Redis, prefix: str, runner: JobRunner) -> None:
@@ -105,17 +106,14 @@ async def run_worker(settings: WorkerSettings, stop: asyncio.Event | None = None
     async with _open(settings) as res:
         await slots.start()
         try:
-            publish_channel = await res["rabbit"].channel(publisher_confirms=True)
-            await broker.declare(publish_channel, settings.rabbit)
-            consume_channel = await res["rabbit"].channel()
-            await consume_channel.set_qos(prefetch_count=settings.slots)
+            publisher = broker.LiveChannel(res["rabbit"], settings.rabbit, confirms=True)
             runner = JobRunner(
                 settings,
                 WorkerJobStore(res["pg"]),
                 res["redis"],
                 res["store"],
                 slots,
-                publish_channel,
+                publisher,
                 name,
             )
             tasks: set[asyncio.Task[None]] = set()
@@ -125,22 +123,36 @@ async def run_worker(settings: WorkerSettings, stop: asyncio.Event | None = None
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
 
-            queue = await broker.declare_pool_queue(consume_channel, settings.rabbit, settings.pool)
             control = asyncio.create_task(
                 _listen_control(res["control_redis"], settings.redis.prefix, runner)
             )
-            tag = await queue.consume(on_message)
-            log.info(
-                "worker %s consuming %s with %d slots (pids %s)",
-                name,
-                queue.name,
-                settings.slots,
-                slots.pids(),
-            )
-            await stop.wait()
+            consumer = broker.LiveChannel(res["rabbit"], settings.rabbit, confirms=False)
+            queue, tag, consuming = None, None, None
+            while not stop.is_set():
+                try:
+                    channel = await consumer.get()
+                    if channel is not consuming:  # new channel: (re)start the consumer
+                        await channel.set_qos(prefetch_count=settings.slots)
+                        queue = await broker.declare_pool_queue(
+                            channel, settings.rabbit, settings.pool
+                        )
+                        tag = await queue.consume(on_message)
+                        consuming = channel
+                        log.info(
+                            "worker %s consuming %s with %d slots (pids %s)",
+                            name,
+                            queue.name,
+                            settings.slots,
+                            slots.pids(),
+                        )
+                except ConnectionError as e:
+                    log.warning("not consuming: %s", e)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), _WATCH_INTERVAL)
             log.info("worker %s stopping: no new jobs; %d running", name, len(tasks))
-            with contextlib.suppress(Exception):
-                await queue.cancel(tag)
+            if queue is not None and tag is not None:
+                with contextlib.suppress(Exception):
+                    await queue.cancel(tag)
             await _drain(tasks, runner, settings.shutdown_grace)
             control.cancel()
             with contextlib.suppress(asyncio.CancelledError):

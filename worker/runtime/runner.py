@@ -26,13 +26,13 @@ from uuid import UUID
 
 import msgspec
 import redis.asyncio as aioredis
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
+from aio_pika.abc import AbstractIncomingMessage
 
 from contracts import names
 from contracts.api import JobRequest
 from contracts.jobs import FINAL_PHASES, ErrorDocument, JobEvent, Phase, ResultItem
 from contracts.messages import JobMessage
-from pixfleet.broker import job_message, retry_delay
+from pixfleet.broker import LiveChannel, job_message, retry_delay
 from pixfleet.store import ObjectNotFoundError, ObjectStore
 from worker.runtime.child import ChildTask
 from worker.runtime.jobstore import Claim, WorkerJobStore
@@ -70,7 +70,7 @@ class JobRunner:
         redis: aioredis.Redis,
         store: ObjectStore,
         slots: SlotPool,
-        publish_channel: AbstractChannel,
+        publisher: LiveChannel,
         worker_name: str,
     ) -> None:
         self.settings = settings
@@ -78,7 +78,7 @@ class JobRunner:
         self.redis = redis
         self.store = store
         self.slots = slots
-        self.channel = publish_channel
+        self.publisher = publisher
         self.worker_name = worker_name
         self.running: dict[UUID, Running] = {}
         self.scratch = Path(settings.scratch_dir)
@@ -294,7 +294,8 @@ class JobRunner:
         ns = self.settings.rabbit.namespace
         if attempt is not None:
             msg = msgspec.structs.replace(msg, attempt=attempt)
-        await self.channel.default_exchange.publish(
+        channel = await self.publisher.get()
+        await channel.default_exchange.publish(
             job_message(msg),
             names.retry_queue(ns, msg.pool, level),
             timeout=self.settings.rabbit.publish_timeout,
@@ -302,7 +303,8 @@ class JobRunner:
 
     async def _dead_letter(self, msg: JobMessage, claim: Claim, error: ErrorDocument) -> None:
         ns = self.settings.rabbit.namespace
-        exchange = await self.channel.get_exchange(names.dead_exchange(ns), ensure=False)
+        channel = await self.publisher.get()
+        exchange = await channel.get_exchange(names.dead_exchange(ns), ensure=False)
         headers: dict[str, Any] = {
             "x-pixfleet-error-code": error.code,
             "x-pixfleet-error": error.message[:1000],
