@@ -110,6 +110,8 @@ async def job_events(
         async with services.events.listen(job_id) as queue:
             snap = await services.jobs.get(owner, job_id)  # after subscribing: nothing missed
             yield ServerSentEventMessage(event="snapshot", data=_encode(snap).decode())
+            if snap.phase in FINAL_PHASES:
+                return
             while snap.phase not in FINAL_PHASES:
                 try:
                     raw = await asyncio.wait_for(queue.get(), keepalive)

@@ -196,6 +196,7 @@ class JobService:
             request=encoded.decode(),
             destruction_at=now + timedelta(seconds=self.settings.job_ttl),
             execution_duration=duration,
+            created_at=now,
         )
         try:
             inserted = await self._inserts.submit(new)

@@ -33,16 +33,20 @@ class NewJob(msgspec.Struct, kw_only=True):
     request: str
     destruction_at: datetime
     execution_duration: int
+    created_at: datetime
 
 
 _INSERT = """
 INSERT INTO jobs (id, owner, run_id, idempotency_key, request_digest, phase, pool,
-                  priority_class, priority, request, destruction_at, execution_duration)
+                  priority_class, priority, request, destruction_at, execution_duration,
+                  created_at)
 SELECT u.id, u.owner, u.run_id, u.idem, u.digest, 'QUEUED', u.pool, u.pclass, u.prio,
-       u.request::jsonb, u.destruction_at, u.duration
+       u.request::jsonb, u.destruction_at, u.duration, u.created_at
 FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::text[],
-            $7::text[], $8::smallint[], $9::text[], $10::timestamptz[], $11::integer[])
-     AS u(id, owner, run_id, idem, digest, pool, pclass, prio, request, destruction_at, duration)
+            $7::text[], $8::smallint[], $9::text[], $10::timestamptz[], $11::integer[],
+            $12::timestamptz[])
+     AS u(id, owner, run_id, idem, digest, pool, pclass, prio, request, destruction_at, duration,
+          created_at)
 ON CONFLICT (owner, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING id
 """
@@ -72,6 +76,7 @@ class JobStore:
                         j.request,
                         j.destruction_at,
                         j.execution_duration,
+                        j.created_at,
                     )
                     for j in jobs
                 ),

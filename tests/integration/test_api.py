@@ -364,3 +364,23 @@ async def test_redis_unreachable_is_503_with_retry_after(
         ready = await client.get("/readyz")
         assert ready.status_code == 503 and ready.json()["checks"]["redis"] != "ok"
         assert (await client.get("/v1/jobs", headers=alice)).json()["items"] == []
+
+
+async def test_the_accepted_snapshot_is_the_record(client: Client, alice: dict[str, str]) -> None:
+    up = await upload(client, alice)
+    accepted = (await client.post("/v1/jobs", json=job_body(up), headers=alice)).json()
+    stored = (await client.get(accepted["href"], headers=alice)).json()
+    assert stored == accepted
+
+
+async def test_events_of_an_ended_job_are_one_snapshot(
+    client: Client, alice: dict[str, str]
+) -> None:
+    up = await upload(client, alice)
+    job = (await client.post("/v1/jobs", json=job_body(up), headers=alice)).json()
+    await client.delete(job["href"], headers=alice)
+    r = await client.get(f"{job['href']}/events", headers=alice)
+    assert r.status_code == 200
+    events = [line for line in r.text.splitlines() if line.startswith("event:")]
+    assert events == ["event: snapshot"]
+    assert '"phase":"ABORTED"' in r.text
