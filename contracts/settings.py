@@ -108,6 +108,16 @@ class LimitsSettings(_Group):
     max_side: PositiveInt = 65_535
 
 
+class ServiceSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """The groups every deployable reads: the base of ``EdgeSettings`` and ``WorkerSettings``."""
+
+    postgres: PostgresSettings = msgspec.field(default_factory=PostgresSettings)
+    redis: RedisSettings = msgspec.field(default_factory=RedisSettings)
+    rabbit: RabbitSettings = msgspec.field(default_factory=RabbitSettings)
+    store: StoreSettings = msgspec.field(default_factory=StoreSettings)
+    limits: LimitsSettings = msgspec.field(default_factory=LimitsSettings)
+
+
 def _is_struct(tp: Any) -> bool:
     return isinstance(tp, type) and issubclass(tp, msgspec.Struct)
 

@@ -7,24 +7,14 @@ from typing import Annotated
 import msgspec
 
 from contracts.settings import (
-    LimitsSettings,
     Positive,
     PositiveInt,
-    PostgresSettings,
-    RabbitSettings,
-    RedisSettings,
-    StoreSettings,
+    ServiceSettings,
 )
 
 
-class EdgeSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+class EdgeSettings(ServiceSettings, kw_only=True, forbid_unknown_fields=True):
     """Everything the edge reads from its environment."""
-
-    postgres: PostgresSettings = msgspec.field(default_factory=PostgresSettings)
-    redis: RedisSettings = msgspec.field(default_factory=RedisSettings)
-    rabbit: RabbitSettings = msgspec.field(default_factory=RabbitSettings)
-    store: StoreSettings = msgspec.field(default_factory=StoreSettings)
-    limits: LimitsSettings = msgspec.field(default_factory=LimitsSettings)
 
     host: str = "127.0.0.1"
     port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8000

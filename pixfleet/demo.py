@@ -14,6 +14,12 @@ import zlib
 from typing import Any
 
 
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    """One PNG chunk: length, type, data, CRC."""
+    crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+
 def gradient_png(width: int = 640, height: int = 480) -> bytes:
     """A colourful RGB PNG made without any imaging library."""
     rows = []
@@ -23,20 +29,12 @@ def gradient_png(width: int = 640, height: int = 480) -> bytes:
             row += bytes((x * 255 // width, y * 255 // height, (x + y) * 255 // (width + height)))
         rows.append(bytes(row))
 
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(data))
-            + kind
-            + data
-            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-        )
-
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     return (
         b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", ihdr)
-        + chunk(b"IDAT", zlib.compress(b"".join(rows), 6))
-        + chunk(b"IEND", b"")
+        + png_chunk(b"IHDR", ihdr)
+        + png_chunk(b"IDAT", zlib.compress(b"".join(rows), 6))
+        + png_chunk(b"IEND", b"")
     )
 
 

@@ -9,24 +9,14 @@ import msgspec
 
 from contracts.jobs import Pool
 from contracts.settings import (
-    LimitsSettings,
     Positive,
     PositiveInt,
-    PostgresSettings,
-    RabbitSettings,
-    RedisSettings,
-    StoreSettings,
+    ServiceSettings,
 )
 
 
-class WorkerSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+class WorkerSettings(ServiceSettings, kw_only=True, forbid_unknown_fields=True):
     """Everything a worker reads from its environment."""
-
-    postgres: PostgresSettings = msgspec.field(default_factory=PostgresSettings)
-    redis: RedisSettings = msgspec.field(default_factory=RedisSettings)
-    rabbit: RabbitSettings = msgspec.field(default_factory=RabbitSettings)
-    store: StoreSettings = msgspec.field(default_factory=StoreSettings)
-    limits: LimitsSettings = msgspec.field(default_factory=LimitsSettings)
 
     pool: Pool = Pool.standard
     slots: PositiveInt = msgspec.field(default_factory=lambda: os.cpu_count() or 1)
