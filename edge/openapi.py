@@ -19,6 +19,7 @@ from dataclasses import dataclass, fields
 from typing import Any, cast
 
 import msgspec
+from litestar.enums import ParamType
 from litestar.openapi.spec import (
     Components,
     Discriminator,
@@ -28,6 +29,7 @@ from litestar.openapi.spec import (
     OpenAPIResponse,
     OpenAPIType,
     Operation,
+    Parameter,
     Reference,
     RequestBody,
     Schema,
@@ -237,6 +239,17 @@ class SubmitJobOperation(Operation):
     """
 
     def __post_init__(self) -> None:
+        # The handler reads its headers itself (hot path), so they are described here.
+        self.parameters = [
+            *(self.parameters or []),
+            Parameter(
+                name="Idempotency-Key",
+                param_in=ParamType.HEADER,
+                required=False,
+                description="Repeat-safe submissions: the same key and body return the same job.",
+                schema=Schema(type=OpenAPIType.STRING, min_length=1, max_length=255),
+            ),
+        ]
         self.request_body = RequestBody(
             content={_JSON: OpenAPIMediaType(schema=_ref(JOB_REQUEST))},
             description="The job: inputs (upload ids) and the pipeline of operations.",

@@ -10,17 +10,19 @@ from uuid import UUID
 import msgspec
 from litestar import Request, Response, delete, get, post
 from litestar.datastructures import State
-from litestar.params import FromPath, HeaderParameter, QueryParameter
+from litestar.params import FromPath, QueryParameter
 from litestar.response import Redirect, ServerSentEvent, ServerSentEventMessage
 
 from contracts import names
+from contracts.api import FieldError
 from contracts.jobs import FINAL_PHASES, JobEvent, JobPage, JobSnapshot, Phase
-from edge.api.deps import Owner, ServicesDep
-from edge.errors import ResultNotReadyError, UnknownResultError
+from edge.api.deps import Owner, Services, ServicesDep
+from edge.errors import InvalidRequestError, ResultNotReadyError, UnknownResultError
 from edge.openapi import SubmitJobOperation
 from edge.services.snapshots import snapshot
 
 _JSON = "application/json"
+MAX_IDEMPOTENCY_KEY = 255
 _encode = msgspec.json.encode
 _event_decoder = msgspec.json.Decoder(JobEvent)
 
@@ -33,14 +35,7 @@ def _job_response(snap: JobSnapshot, status: int, replayed: bool = False) -> Res
 
 
 @post("/v1/jobs", status_code=202, summary="Submit a job", operation_class=SubmitJobOperation)
-async def create_job(
-    request: Request[object, object, State],
-    services: ServicesDep,
-    owner: Owner,
-    idempotency_key: Annotated[
-        str | None, HeaderParameter(name="Idempotency-Key", max_length=255, required=False)
-    ] = None,
-) -> Response[bytes]:
+async def create_job(request: Request[object, object, State]) -> Response[bytes]:
     """Accept a job (a pipeline of operations over uploaded inputs) and queue it.
 
     Answers 202 with the job snapshot and its URL in ``Location``. With an ``Idempotency-Key``
@@ -48,8 +43,19 @@ async def create_job(
     the same key with another body is a 422, and while the first request is still being
     accepted a 409.
     """
+    # The hottest path reads what it needs itself: resolving dependencies and a header
+    # parameter through Litestar's kwargs model costs about a tenth of the edge's CPU here.
+    services: Services = request.app.state.services
+    headers = request.headers
+    owner = await services.auth.owner(headers.get("authorization"))
+    key = headers.get("idempotency-key")
+    if key is not None and not 0 < len(key) <= MAX_IDEMPOTENCY_KEY:
+        raise InvalidRequestError(
+            f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters",
+            errors=[FieldError(message="1 to 255 characters", path="Idempotency-Key")],
+        )
     body = await request.body()
-    snap, replayed = await services.jobs.submit(owner, body, idempotency_key)
+    snap, replayed = await services.jobs.submit(owner, body, key)
     return _job_response(snap, 202, replayed)
 
 

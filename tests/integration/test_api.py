@@ -384,3 +384,11 @@ async def test_events_of_an_ended_job_are_one_snapshot(
     events = [line for line in r.text.splitlines() if line.startswith("event:")]
     assert events == ["event: snapshot"]
     assert '"phase":"ABORTED"' in r.text
+
+
+async def test_idempotency_key_too_long_is_422(client: Client, alice: dict[str, str]) -> None:
+    up = await upload(client, alice)
+    r = await client.post(
+        "/v1/jobs", json=job_body(up), headers={**alice, "Idempotency-Key": "k" * 256}
+    )
+    assert_problem(r, 422, "invalid-request")

@@ -209,3 +209,13 @@ def test_a_different_type_of_the_same_name_is_refused() -> None:
     app = Litestar([upload], openapi_config=config)
     with pytest.raises(ValueError, match="'Upload'"):
         app.openapi_schema  # noqa: B018 - built on first access
+
+
+def test_submit_documents_the_idempotency_header() -> None:
+    from edge.app import create_app
+    from edge.settings import EdgeSettings
+
+    doc = create_app(EdgeSettings()).openapi_schema.to_schema()
+    params = doc["paths"]["/v1/jobs"]["post"]["parameters"]
+    [header] = [p for p in params if p["name"] == "Idempotency-Key"]
+    assert header["in"] == "header" and header["schema"]["maxLength"] == 255
