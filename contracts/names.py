@@ -36,10 +36,6 @@ def dead_queue(ns: str) -> str:
     return f"{ns}.dead"
 
 
-def all_pools() -> tuple[Pool, ...]:
-    return tuple(Pool)
-
-
 def job_channel(prefix: str, job_id: UUID | str) -> str:
     """Redis pub/sub channel carrying a job's progress and phase changes."""
     return f"{prefix}:job:{job_id}"

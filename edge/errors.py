@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import asyncpg
 import msgspec
 import redis.exceptions
-from litestar import MediaType, Request, Response
+from litestar import Request, Response
 from litestar.exceptions import HTTPException
 from litestar.types import ExceptionHandlersMap
 
@@ -181,6 +181,3 @@ def exception_handlers() -> ExceptionHandlersMap:
     for exc in _OUTAGES:
         handlers[exc] = outage_handler
     return handlers
-
-
-__all__ = ["MediaType", "PixfleetError"]

@@ -19,7 +19,6 @@ from contracts.jobs import FINAL_PHASES, JobEvent, JobPage, JobSnapshot, Phase
 from edge.api.deps import Owner, Services, ServicesDep
 from edge.errors import InvalidRequestError, ResultNotReadyError, UnknownResultError
 from edge.openapi import SubmitJobOperation
-from edge.services.snapshots import snapshot
 
 _JSON = "application/json"
 MAX_IDEMPOTENCY_KEY = 255
@@ -90,8 +89,7 @@ async def get_result(
     job_id: FromPath[UUID], name: FromPath[str], services: ServicesDep, owner: Owner
 ) -> Redirect:
     """Redirect (303) to a short-lived signed URL of one result."""
-    row = await services.jobs.row(owner, job_id)
-    snap = snapshot(row)
+    snap = await services.jobs.get(owner, job_id)
     if snap.phase is not Phase.COMPLETED:
         raise ResultNotReadyError(f"job {job_id} is {snap.phase}")
     for item in snap.results:

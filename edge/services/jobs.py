@@ -135,8 +135,7 @@ class JobService:
             raise InvalidRequestError("the request exceeds a limit", errors=problems)
         return req
 
-    async def _check_inputs(self, owner: str, inputs: Sequence[UUID]) -> None:
-        now = datetime.now(UTC)
+    async def _check_inputs(self, owner: str, inputs: Sequence[UUID], now: datetime) -> None:
         missing = [u for u in inputs if (exp := self._owned.get((owner, u))) is None or exp <= now]
         if missing:
             found = await self.uploads.owned(owner, missing)
@@ -169,7 +168,8 @@ class JobService:
                 "jobs arrive faster than the broker takes them; retry shortly",
                 headers={"Retry-After": str(self.settings.retry_after)},
             )
-        await self._check_inputs(owner, req.inputs)
+        now = datetime.now(UTC)
+        await self._check_inputs(owner, req.inputs, now)
         encoded = self._encoder.encode(req)
         digest = hashlib.sha256(encoded).digest()
         job_id = uuid7()
@@ -180,7 +180,6 @@ class JobService:
             previous = await self._claims.submit((rkey, value))
             if previous is not None:
                 return await self._replay(owner, idempotency_key, rkey, previous, digest), True
-        now = datetime.now(UTC)
         duration = req.execution_duration or self.settings.default_execution_duration
         pool = self.catalog.pool_for(req.pipeline)
         priority = amqp_priority(req.priority)
@@ -265,12 +264,6 @@ class JobService:
         if row is None:
             raise UnknownJobError(f"no job {job_id}")
         return snapshot(row)
-
-    async def row(self, owner: str, job_id: UUID) -> Any:
-        row = await self.jobs.get(owner, job_id)
-        if row is None:
-            raise UnknownJobError(f"no job {job_id}")
-        return row
 
     async def list_for_owner(
         self, owner: str, phases: Sequence[Phase], cursor: UUID | None, limit: int

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
 from uuid import UUID
 
 import asyncpg
 import msgspec
 
-from contracts.jobs import ABORTABLE_PHASES, Phase
+from contracts.jobs import ABORTABLE_PHASES
 
 JOB_COLUMNS = (
     "id, owner, run_id, idempotency_key, request_digest, phase, pool, priority_class, priority,"
@@ -171,7 +170,3 @@ class JobStore:
             " WHERE id = ANY($1::uuid[]) AND phase <> 'EXECUTING'",
             list(ids),
         )
-
-
-def phase_of(row: Any) -> Phase:
-    return Phase(row["phase"])

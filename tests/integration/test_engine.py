@@ -73,6 +73,16 @@ async def wait_until(predicate: Any, timeout: float = 30.0) -> None:
         await asyncio.sleep(0.05)
 
 
+async def child_pid(marker: Path) -> int:
+    """Wait until a ``test_slow`` job has started in a child (it writes its pid); return it."""
+
+    async def written() -> bool:
+        return marker.exists() and marker.read_text() != ""
+
+    await wait_until(written)
+    return int(marker.read_text())
+
+
 @pytest.mark.parametrize("store_backend", ["file", "s3"], indirect=True)
 async def test_thumbnail_end_to_end(
     client: Client, alice: dict[str, str], start_worker: Any, store_backend: str
@@ -190,11 +200,7 @@ async def test_abort_kills_the_running_child_and_the_slot_serves_the_next_job(
         client, alice, [up], [{"op": "test_slow", "seconds": 60, "marker": str(marker)}]
     )
 
-    async def running() -> bool:
-        return marker.exists() and marker.read_text() != ""
-
-    await wait_until(running)
-    pid = int(marker.read_text())
+    pid = await child_pid(marker)
     r = await client.delete(slow["href"], headers=alice)
     assert r.status_code == 200 and r.json()["phase"] == "ABORTED"
 
@@ -218,11 +224,7 @@ async def test_worker_killed_mid_job_the_job_completes_exactly_once(
         client, alice, [up], [{"op": "test_slow", "seconds": 2, "marker": str(marker)}]
     )
 
-    async def running() -> bool:
-        return marker.exists() and marker.read_text() != ""
-
-    await wait_until(running)
-    child = int(marker.read_text())
+    child = await child_pid(marker)
     worker.send_signal(signal.SIGKILL)
     worker.wait(10)
 
@@ -294,10 +296,7 @@ async def test_interactive_job_overtakes_a_batch_backlog(
         client, alice, [up], [{"op": "test_slow", "seconds": 1.5, "marker": str(marker)}]
     )
 
-    async def running() -> bool:
-        return marker.exists()
-
-    await wait_until(running)
+    await child_pid(marker)
     batch = [
         await submit(client, alice, [up], [{"op": "test_slow", "seconds": 0}], priority="batch")
         for _ in range(100)
@@ -336,10 +335,7 @@ async def test_sigterm_finishes_running_job_and_exits_zero(
         client, alice, [up], [{"op": "test_slow", "seconds": 1.5, "marker": str(marker)}]
     )
 
-    async def running() -> bool:
-        return marker.exists()
-
-    await wait_until(running)
+    await child_pid(marker)
     worker.send_signal(signal.SIGTERM)
     assert await asyncio.to_thread(worker.wait, 30) == 0
     assert (await client.get(job["href"], headers=alice)).json()["phase"] == "COMPLETED"
@@ -355,10 +351,7 @@ async def test_sigterm_requeues_jobs_past_the_grace_period(
         client, alice, [up], [{"op": "test_slow", "seconds": 3, "marker": str(marker)}]
     )
 
-    async def running() -> bool:
-        return marker.exists()
-
-    await wait_until(running)
+    await child_pid(marker)
     worker.send_signal(signal.SIGTERM)
     assert await asyncio.to_thread(worker.wait, 30) == 0
     snap = (await client.get(job["href"], headers=alice)).json()
