@@ -106,6 +106,13 @@ class LimitsSettings(_Group):
     max_pixels: PositiveInt = 64_000_000
     """Width x height above which an image is refused before any decode."""
     max_side: PositiveInt = 65_535
+    """Longest side accepted; a 1 x 100,000 strip is refused before decode."""
+    max_frames: PositiveInt = 1_000
+    """Frames (animation) or pages (TIFF) above which an input is refused; the first is used."""
+    max_output_pixels: PositiveInt = 100_000_000
+    """Width x height any step may produce (a resize, a rotation canvas, a model's output)."""
+    max_outputs: PositiveInt = 256
+    """Outputs a job may produce: inputs x branches."""
 
 
 class ServiceSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

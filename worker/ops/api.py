@@ -1,15 +1,23 @@
-"""The interface between the worker runtime and operations: files in, files out, a context.
+"""The interface between the worker runtime and operations: items in, items out, a context.
 
-An operation is ``def op(op: <Op Struct>, inputs: list[InputFile], ctx: OpContext) ->
-list[OutputFile]``, called in a child process. Standard library only (plus ``contracts``
-for default limits): the runtime imports this module without the numeric stack.
+An item is an ``InputFile`` (a file on disk: an upload, an encoded image, a JSON document) or
+a ``Picture`` (decoded pixels with the metadata they came with). An operation with
+``scope = "item"`` is ``def op(op: <Op Struct>, item: Item, ctx: OpContext) -> Item``, called
+once per input (and per branch); one with ``scope = "job"`` is ``def op(op, items:
+list[Item], ctx) -> list[Item]``, called once. Image operations decode with
+``worker.ops.imaging.load`` (which accepts either kind) and return a ``Picture``; the runtime
+encodes a ``Picture`` left at the end of a pipeline or branch (``imaging.finish``), so
+``resize`` then ``crop`` then ``convert`` decodes once and encodes once.
+
+Standard library only (plus ``contracts`` for default limits): the runtime imports this
+module without the numeric stack.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from contracts.settings import LimitsSettings
 
@@ -25,21 +33,44 @@ class InputFile:
     """A short stem for output names, e.g. the upload id."""
 
 
-@dataclass(frozen=True)
-class OutputFile:
-    """A file an operation wrote under ``ctx.workdir``."""
+OutputFile = InputFile
+"""A file an operation wrote under ``ctx.workdir`` (the same shape as an input)."""
 
-    path: Path
+
+@dataclass(frozen=True)
+class Picture:
+    """Decoded pixels and the metadata that travels with them.
+
+    ``pixels`` is a numpy array as OpenCV holds it: ``(h, w)`` gray, ``(h, w, 3)`` BGR or
+    ``(h, w, 4)`` BGRA; ``uint8``, ``uint16`` or ``float32`` (0 to 1).
+    """
+
+    pixels: Any
     name: str
-    media_type: str
+    source_type: str
+    """Media type of the file the pixels came from (the default output format)."""
+    orientation: int = 1
+    """EXIF orientation still to apply (1: the pixels are upright)."""
+    exif: bytes | None = None
+    """The EXIF block as TIFF bytes (``II*``/``MM*``), without the ``Exif\\0\\0`` prefix."""
+    icc: bytes | None = None
+    xmp: bytes | None = None
+
+    def with_pixels(self, pixels: Any, **changes: Any) -> Picture:
+        """Return a copy holding other pixels (and any other changed field)."""
+        return replace(self, pixels=pixels, **changes)
+
+
+Item = InputFile | Picture
 
 
 class OpContext(Protocol):
-    """What the runtime gives an operation: where to write, the input limits, progress."""
+    """What the runtime gives an operation: where to write, the limits, progress, resources."""
 
     workdir: Path
-    max_pixels: int
-    max_side: int
+    limits: LimitsSettings
+    resources: dict[str, Any]
+    """Files the runtime fetched for this task, e.g. registered models (``"model:<name>"``)."""
 
     def progress(self, fraction: float, message: str | None = None) -> None:
         """Report the fraction (0 to 1) of the operation done."""
@@ -51,8 +82,8 @@ class LocalContext:
     """An ``OpContext`` for tests and scripts: progress reports are kept in ``events``."""
 
     workdir: Path
-    max_pixels: int = field(default_factory=lambda: LimitsSettings().max_pixels)
-    max_side: int = field(default_factory=lambda: LimitsSettings().max_side)
+    limits: LimitsSettings = field(default_factory=LimitsSettings)
+    resources: dict[str, Any] = field(default_factory=dict)
     events: list[tuple[float, str | None]] = field(default_factory=list)
 
     def progress(self, fraction: float, message: str | None = None) -> None:
