@@ -23,6 +23,7 @@ run: install services
 	$(VENV)/bin/pixfleet run
 
 test: install services
+	$(PY) tests/fetch_images.py
 	$(PY) -m pytest
 
 lint: install
