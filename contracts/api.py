@@ -28,8 +28,10 @@ class JobRequest(msgspec.Struct, Generic[OpT], forbid_unknown_fields=True, kw_on
     schema (``contracts/schema/JobRequest.json``) lists the built-in operations.
     """
 
-    inputs: Annotated[list[UUID], msgspec.Meta(min_length=1, description="Upload ids")]
+    inputs: Annotated[list[UUID], msgspec.Meta(description="Upload ids")] = []
+    """Empty only for a pipeline of one ``archive`` of earlier results."""
     pipeline: Annotated[list[OpT], msgspec.Meta(min_length=1)]
+    """Applied to each input in order; may end in a ``branch`` and then an ``archive``."""
     priority: PriorityClass = PriorityClass.normal
     run_id: RunId | None = None
     execution_duration: Seconds | None = None

@@ -382,7 +382,7 @@ class OpCatalog:
                 raise ValueError("the tag 'branch' is reserved")
             self.ops[tag] = op
         self.step: Any = Union[tuple(self.ops.values())]  # noqa: UP007 - built at run time
-        self.union: Any = Union[(*self.ops.values(), Branch[self.step])]  # noqa: UP007
+        self.union: Any = Union[(*self.ops.values(), Branch[self.step])]
 
     @classmethod
     def with_plugins(cls, modules: Sequence[str]) -> OpCatalog:

@@ -38,6 +38,7 @@ from litestar.openapi.spec import (
 from contracts.api import JobRequest, Problem
 from contracts.jobs import JobSnapshot
 from contracts.ops import OpCatalog
+from contracts.schema import generic_name
 from edge.errors import (
     PROBLEM_JSON,
     IdempotencyInFlightError,
@@ -117,6 +118,7 @@ def job_components(catalog: OpCatalog) -> Components:
     renames = {
         root["$ref"].removeprefix(_PREFIX): new for root, new in zip(roots, fixed, strict=True)
     }
+    renames.update({name: generic_name(name) for name in defs if generic_name(name) != name})
     for old, new in renames.items():
         if old != new and new in defs:
             raise ValueError(f"a component is already named {new!r}; rename that operation")
@@ -127,7 +129,9 @@ def job_components(catalog: OpCatalog) -> Components:
         if not isinstance(schema, Schema):
             raise ValueError(f"component {name!r} is a bare reference")
         schemas[renames.get(name, name)] = schema
-    schemas[JOB_REQUEST].title = JOB_REQUEST  # msgspec's title spells out the whole union
+    for name, schema in schemas.items():  # msgspec's titles of generics spell out the union
+        if name in (JOB_REQUEST, "Branch"):
+            schema.title = name
     return PinnedComponents(schemas)
 
 

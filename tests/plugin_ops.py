@@ -9,10 +9,18 @@ from __future__ import annotations
 from typing import ClassVar
 
 from contracts.jobs import Pool
-from contracts.ops import Op
+from contracts.ops import Kind, Op, Scope
 
 
-class Slow(Op, tag="test_slow"):
+class JobOp(Op):
+    """Test operations see every input at once and may follow or produce anything."""
+
+    scope: ClassVar[Scope] = "job"
+    consumes: ClassVar[Kind] = "any"
+    produces: ClassVar[Kind] = "document"
+
+
+class Slow(JobOp, tag="test_slow"):
     """Sleep ``seconds`` in steps, reporting progress; output a small text file."""
 
     impl: ClassVar[str] = "tests.plugin_ops_impl:slow"
@@ -21,19 +29,19 @@ class Slow(Op, tag="test_slow"):
     """A file the op creates when it starts (lets a test see that a job is running)."""
 
 
-class Flaky(Op, tag="test_flaky"):
+class Flaky(JobOp, tag="test_flaky"):
     """Always fail with a transient error."""
 
     impl: ClassVar[str] = "tests.plugin_ops_impl:flaky"
 
 
-class Crash(Op, tag="test_crash"):
+class Crash(JobOp, tag="test_crash"):
     """Kill its own process."""
 
     impl: ClassVar[str] = "tests.plugin_ops_impl:crash"
 
 
-class HeavySlow(Op, tag="test_heavy_slow"):
+class HeavySlow(JobOp, tag="test_heavy_slow"):
     """Like ``test_slow``, on the heavy pool."""
 
     pool: ClassVar[Pool] = Pool.heavy

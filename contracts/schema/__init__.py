@@ -36,7 +36,29 @@ def exported() -> dict[str, Any]:
 
 
 def render(tp: Any) -> str:
-    return json.dumps(msgspec.json.schema(tp), indent=2, sort_keys=True) + "\n"
+    return json.dumps(tidy(msgspec.json.schema(tp)), indent=2, sort_keys=True) + "\n"
+
+
+def generic_name(name: str) -> str:
+    """``JobRequest_typing.Union_...`` (msgspec's name of a generic) -> ``JobRequest``."""
+    base, sep, _ = name.partition("_")
+    return base if sep and base in ("JobRequest", "Branch") else name
+
+
+def tidy(schema: dict[str, Any]) -> dict[str, Any]:
+    """Give generic Structs their plain names in ``$defs`` and every ``$ref``."""
+    text = json.dumps(schema)
+    for name in schema.get("$defs", {}):
+        new = generic_name(name)
+        if new != name:
+            text = text.replace(json.dumps(name), json.dumps(new))
+            text = text.replace(json.dumps("#/$defs/" + name), json.dumps("#/$defs/" + new))
+    tidied: dict[str, Any] = json.loads(text)
+    for definition in tidied.get("$defs", {}).values():
+        title = definition.get("title", "")
+        if "[" in title:
+            definition["title"] = title.partition("[")[0]
+    return tidied
 
 
 def write() -> list[Path]:

@@ -22,6 +22,7 @@ from contracts.api import FieldError, JobRequest
 from contracts.jobs import JobEvent, JobSnapshot, Phase, amqp_priority
 from contracts.messages import ControlMessage, JobMessage
 from contracts.ops import OpCatalog
+from contracts.pipeline import check_pipeline
 from edge.errors import (
     IdempotencyInFlightError,
     IdempotencyMismatchError,
@@ -120,10 +121,12 @@ class JobService:
         problems = []
         if len(req.inputs) > s.max_inputs:
             problems.append(FieldError(message=f"at most {s.max_inputs} inputs", path="$.inputs"))
-        if len(req.pipeline) > s.max_pipeline:
-            problems.append(
-                FieldError(message=f"at most {s.max_pipeline} operations", path="$.pipeline")
-            )
+        problems += check_pipeline(
+            req.pipeline,
+            len(req.inputs),
+            max_steps=s.max_pipeline,
+            max_outputs=s.limits.max_outputs,
+        )
         if req.execution_duration and req.execution_duration > s.max_execution_duration:
             problems.append(
                 FieldError(
@@ -132,7 +135,10 @@ class JobService:
                 )
             )
         if problems:
-            raise InvalidRequestError("the request exceeds a limit", errors=problems)
+            raise InvalidRequestError(
+                "the request exceeds a limit or its pipeline does not fit together",
+                errors=problems,
+            )
         return req
 
     async def _check_inputs(self, owner: str, inputs: Sequence[UUID], now: datetime) -> None:

@@ -18,6 +18,7 @@ from contracts import api
 from contracts.api import JobRequest, Problem
 from contracts.jobs import JobSnapshot
 from contracts.ops import BUILTIN_OPS, Op, OpCatalog
+from contracts.schema import generic_name
 from edge import app as edge_app
 from edge.app import create_app
 from edge.openapi import JOB_REQUEST, JOB_SNAPSHOT, PROBLEM, job_components
@@ -88,7 +89,7 @@ def test_request_body_is_the_job_request(doc: dict[str, Any]) -> None:
     schema = _deref(doc, body["content"]["application/json"]["schema"])
     assert schema["type"] == "object"
     assert {"inputs", "pipeline", "priority"} <= set(schema["properties"])
-    assert set(schema["required"]) == {"inputs", "pipeline"}
+    assert set(schema["required"]) == {"pipeline"}
     assert schema["additionalProperties"] is False
     assert schema["properties"]["pipeline"]["minItems"] == 1
 
@@ -169,11 +170,12 @@ def test_components_are_msgspecs_schemas(doc: dict[str, Any]) -> None:
     )
     fixed = (JOB_REQUEST, JOB_SNAPSHOT, PROBLEM)
     renames = {r["$ref"].removeprefix(PREFIX): n for r, n in zip(roots, fixed, strict=True)}
+    renames.update({n: generic_name(n) for n in defs if generic_name(n) != n})
     schemas = doc["components"]["schemas"]
     for name, definition in defs.items():
         expected = _as_documented(definition, renames)
-        if renames.get(name) == JOB_REQUEST:
-            expected["title"] = JOB_REQUEST
+        if renames.get(name) in (JOB_REQUEST, "Branch"):
+            expected["title"] = renames[name]
         assert schemas[renames.get(name, name)] == expected, name
 
 

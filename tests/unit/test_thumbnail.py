@@ -16,10 +16,13 @@ import pytest
 from PIL import Image, ImageOps
 
 from contracts.ops import ImageFormat, Thumbnail
-from pixfleet.sniff import CorruptImageError, ImageTooLargeError, NotAnImageError
+from contracts.settings import LimitsSettings
+from pixfleet.sniff import JPEG, CorruptImageError, ImageInfo, ImageTooLargeError, NotAnImageError
 from worker.errors import FatalError, OpError, TransientError, UsageError
 from worker.ops.api import InputFile, LocalContext
-from worker.ops.thumbnail import _reduction_flag, _target_size, thumbnail
+from worker.ops.imaging import _read_flags
+from worker.ops.thumbnail import target_size, thumbnail
+from worker.runtime.pipeline import run_pipeline
 
 FORMATS: list[ImageFormat] = ["jpeg", "png", "webp"]
 PIL_FORMAT = {"jpeg": "JPEG", "png": "PNG", "webp": "WEBP"}
@@ -64,7 +67,7 @@ def _red_corner(image: Image.Image) -> str:
 
 
 def _run(ctx: LocalContext, item: InputFile, size: int, fmt: ImageFormat = "png") -> Image.Image:
-    (out,) = thumbnail(Thumbnail(size=size, format=fmt, quality=90), [item], ctx)
+    out = thumbnail(Thumbnail(size=size, format=fmt, quality=90), item, ctx)
     assert out.path == ctx.workdir / f"src.{'jpg' if fmt == 'jpeg' else fmt}"
     assert out.media_type == f"image/{fmt}"
     with Image.open(out.path) as image:
@@ -92,7 +95,7 @@ def test_size(
 ) -> None:  # fmt: skip
     item = _save(tmp_path, _marked(width, height), source)
     assert _run(ctx, item, size, fmt).size == expected
-    assert _target_size(width, height, size) == expected
+    assert target_size(width, height, size) == expected
 
 
 @pytest.mark.parametrize(
@@ -109,7 +112,9 @@ def test_size(
     ],
 )
 def test_reduction_flag(width: int, height: int, size: int, flag: int) -> None:
-    assert _reduction_flag(width, height, size) == flag
+    info = ImageInfo(JPEG, width, height, 1)
+    flags = _read_flags(info, target_size(width, height, size))
+    assert flags == flag | cv2.IMREAD_IGNORE_ORIENTATION
 
 
 @pytest.fixture(scope="module")
@@ -126,13 +131,13 @@ def test_big_jpeg_is_decoded_reduced(
     camera_jpeg: Path, ctx: LocalContext, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     flags: list[int] = []
-    imread = cv2.imread
+    decode = cv2.imdecodeWithMetadata
 
-    def spy(path: str, flag: int) -> object:
+    def spy(data: object, flag: int) -> object:
         flags.append(flag)
-        return imread(path, flag)
+        return decode(data, flag)
 
-    monkeypatch.setattr(cv2, "imread", spy)
+    monkeypatch.setattr(cv2, "imdecodeWithMetadata", spy)
     image = _run(ctx, InputFile(camera_jpeg, "image/jpeg", "src"), 256, "jpeg")
     assert flags == [cv2.IMREAD_REDUCED_COLOR_8 | cv2.IMREAD_IGNORE_ORIENTATION]
     assert image.size == (192, 256)  # orientation 6 turns 4000x3000 upright
@@ -258,7 +263,7 @@ def _fits() -> bytes:
         (b"", NotAnImageError, "empty file"),
         (_png_by_hand(100_000, 100_000, b"x"), ImageTooLargeError, "100000x100000"),
         (_png_by_hand(30, 20, b"not zlib data"), None, "cannot decode"),
-        (_fits(), None, "cannot read application/fits"),
+        (_fits(), None, "is FITS: use the astronomy operations"),
     ],
 )
 def test_bad_inputs(
@@ -267,7 +272,7 @@ def test_bad_inputs(
     path = tmp_path / "src.jpg"
     path.write_bytes(data)
     with pytest.raises(UsageError, match=match) as info:
-        thumbnail(Thumbnail(size=64), [InputFile(path, "image/jpeg", "src")], ctx)
+        thumbnail(Thumbnail(size=64), InputFile(path, "image/jpeg", "src"), ctx)
     if cause is not None:
         assert isinstance(info.value.__cause__, cause)
     assert list(ctx.workdir.iterdir()) == []
@@ -275,9 +280,9 @@ def test_bad_inputs(
 
 def test_limits_come_from_the_context(tmp_path: Path) -> None:
     item = _save(tmp_path, _marked(300, 200), "PNG")
-    ctx = LocalContext(workdir=tmp_path, max_pixels=300 * 200 - 1)
+    ctx = LocalContext(workdir=tmp_path, limits=LimitsSettings(max_pixels=300 * 200 - 1))
     with pytest.raises(UsageError, match="too large"):
-        thumbnail(Thumbnail(size=64), [item], ctx)
+        thumbnail(Thumbnail(size=64), item, ctx)
 
 
 def test_several_inputs_and_progress(tmp_path: Path, ctx: LocalContext) -> None:
@@ -286,7 +291,7 @@ def test_several_inputs_and_progress(tmp_path: Path, ctx: LocalContext) -> None:
         path = tmp_path / f"{name}.png"
         Image.fromarray(_marked(300, 200)).save(path)
         items.append(InputFile(path, "image/png", name))
-    outputs = thumbnail(Thumbnail(size=30, format="webp"), items, ctx)
+    outputs = run_pipeline([Thumbnail(size=30, format="webp")], items, ctx)
     assert [(o.name, o.path.name, o.media_type) for o in outputs] == [
         ("a", "a.webp", "image/webp"), ("b", "b.webp", "image/webp"), ("c", "c.webp", "image/webp"),
     ]  # fmt: skip

@@ -85,7 +85,14 @@ class LocalContext:
     limits: LimitsSettings = field(default_factory=LimitsSettings)
     resources: dict[str, Any] = field(default_factory=dict)
     events: list[tuple[float, str | None]] = field(default_factory=list)
+    """Progress reports as the job would see them (mapped by ``weigh``)."""
+    _weight: tuple[float, float] = (0.0, 1.0)
+
+    def weigh(self, start: float, span: float) -> None:
+        """Map later reports into [start, start + span] (the pipeline runner calls this)."""
+        self._weight = (start, span)
 
     def progress(self, fraction: float, message: str | None = None) -> None:
         """Record a progress report."""
-        self.events.append((fraction, message))
+        start, span = self._weight
+        self.events.append((start + span * min(1.0, max(0.0, fraction)), message))

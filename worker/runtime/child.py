@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import importlib
 import os
 import resource
 import signal
@@ -24,6 +23,7 @@ from typing import Any
 import msgspec
 
 from contracts.ops import Op, OpCatalog
+from contracts.settings import LimitsSettings
 
 PR_SET_PDEATHSIG = 1
 
@@ -32,8 +32,7 @@ PR_SET_PDEATHSIG = 1
 class ChildConfig:
     op_plugins: list[str]
     pool: str
-    max_pixels: int
-    max_side: int
+    limits: LimitsSettings
     memory_mb: int
     threads: int
 
@@ -44,6 +43,8 @@ class ChildTask:
     pipeline: bytes
     inputs: list[tuple[str, str, str]]  # (path, media type, name)
     workdir: str
+    resources: dict[str, Any] = field(default_factory=dict)
+    """What the runtime fetched for the operations (models, results of other jobs)."""
 
 
 @dataclass
@@ -52,9 +53,12 @@ class _Context:
 
     conn: Connection
     workdir: Path
-    max_pixels: int
-    max_side: int
+    limits: LimitsSettings
+    resources: dict[str, Any]
     _weight: tuple[float, float] = field(default=(0.0, 1.0))
+
+    def weigh(self, start: float, span: float) -> None:
+        self._weight = (start, span)
 
     def progress(self, fraction: float, message: str | None = None) -> None:
         start, span = self._weight
@@ -73,28 +77,15 @@ def _limit_self(config: ChildConfig) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
-def _resolve(impl: str) -> Any:
-    module, _, name = impl.partition(":")
-    return getattr(importlib.import_module(module), name)
-
-
-def _run(task: ChildTask, catalog: OpCatalog, decoder: Any, ctx: _Context) -> list[Any]:
+def _run(task: ChildTask, decoder: Any, ctx: _Context) -> list[tuple[str, str, str]]:
     from worker.ops.api import InputFile
+    from worker.runtime.pipeline import run_pipeline
 
     pipeline: list[Op] = decoder.decode(task.pipeline)
     files = [InputFile(path=Path(p), media_type=m, name=n) for p, m, n in task.inputs]
-    n = len(pipeline)
-    for i, op in enumerate(pipeline):
-        ctx._weight = (i / n, 1 / n)
-        step_dir = ctx.workdir / f"step{i}"
-        step_dir.mkdir(parents=True, exist_ok=True)
-        ctx.workdir, base = step_dir, ctx.workdir
-        try:
-            outputs = _resolve(type(op).impl)(op, files, ctx)
-        finally:
-            ctx.workdir = base
-        files = [InputFile(path=o.path, media_type=o.media_type, name=o.name) for o in outputs]
-    return [(str(f.path), f.name, f.media_type) for f in files]
+    ctx.workdir.mkdir(parents=True, exist_ok=True)
+    outputs = run_pipeline(pipeline, files, ctx)
+    return [(str(f.path), f.name, f.media_type) for f in outputs]
 
 
 def child_main(conn: Connection, config: ChildConfig) -> None:
@@ -103,23 +94,24 @@ def child_main(conn: Connection, config: ChildConfig) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", str(config.threads))
     os.environ.setdefault("OPENCV_FOR_THREADS_NUM", str(config.threads))
     # OpenCV's own decode limit, below ours: a header that lies still cannot allocate more.
-    os.environ.setdefault("CV_IO_MAX_IMAGE_PIXELS", str(config.max_pixels))
+    os.environ.setdefault("CV_IO_MAX_IMAGE_PIXELS", str(config.limits.max_pixels))
     from worker.errors import OpError
+    from worker.runtime.pipeline import resolve
 
     catalog = OpCatalog.with_plugins(config.op_plugins)
     decoder = msgspec.json.Decoder(list[catalog.union])  # type: ignore[name-defined]
     for op in catalog.ops.values():
         if op.pool.value == config.pool or config.pool == "heavy":
-            _resolve(op.impl)  # pre-import: the first job must not pay the import
+            resolve(op.impl)  # pre-import: the first job must not pay the import
     conn.send(("ready", os.getpid()))
     while True:
         try:
             task: ChildTask = conn.recv()
         except (EOFError, OSError):
             return
-        ctx = _Context(conn, Path(task.workdir), config.max_pixels, config.max_side)
+        ctx = _Context(conn, Path(task.workdir), config.limits, task.resources)
         try:
-            outputs = _run(task, catalog, decoder, ctx)
+            outputs = _run(task, decoder, ctx)
         except OpError as e:
             conn.send(
                 ("error", e.code, str(e.args[0]) if e.args else str(e), getattr(e, "detail", None))

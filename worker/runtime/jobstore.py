@@ -129,6 +129,16 @@ class WorkerJobStore:
         )
         return bool(ok)
 
+    async def finished_results(self, owner: str, ids: Sequence[UUID]) -> dict[UUID, list[Any]]:
+        """Results of the owner's COMPLETED jobs among ``ids`` (others are absent)."""
+        rows = await self.pool.fetch(
+            "SELECT id, results FROM jobs WHERE id = ANY($1::uuid[]) AND owner = $2"
+            " AND phase = 'COMPLETED'",
+            list(ids),
+            owner,
+        )
+        return {r["id"]: msgspec.json.decode(r["results"] or "[]") for r in rows}
+
     async def inputs(self, ids: Sequence[UUID]) -> dict[UUID, Any]:
         rows = await self.pool.fetch(
             "SELECT id, object_key, media_type FROM uploads WHERE id = ANY($1::uuid[])", list(ids)

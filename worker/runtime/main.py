@@ -97,8 +97,7 @@ async def run_worker(settings: WorkerSettings, stop: asyncio.Event | None = None
     config = ChildConfig(
         op_plugins=list(settings.op_plugins),
         pool=settings.pool.value,
-        max_pixels=settings.limits.max_pixels,
-        max_side=settings.limits.max_side,
+        limits=settings.limits,
         memory_mb=settings.child_memory_mb,
         threads=settings.threads_per_child,
     )

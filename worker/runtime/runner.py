@@ -32,8 +32,10 @@ from contracts import names
 from contracts.api import JobRequest
 from contracts.jobs import FINAL_PHASES, ErrorDocument, JobEvent, Phase, ResultItem
 from contracts.messages import JobMessage
+from contracts.ops import ResultRef
 from pixfleet.broker import LiveChannel, job_message, retry_delay
 from pixfleet.store import ObjectNotFoundError, ObjectStore
+from worker.ops.api import InputFile
 from worker.runtime.child import ChildTask
 from worker.runtime.jobstore import Claim, WorkerJobStore
 from worker.runtime.progress import ProgressReporter, publish_event
@@ -42,7 +44,18 @@ from worker.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
 
+
+class _Step(msgspec.Struct):
+    """What the runtime reads of a pipeline step: the resources it needs fetched."""
+
+    op: str
+    name: str | None = None
+    results: list[ResultRef] = []
+    branches: dict[str, list[_Step]] | None = None
+
+
 _request_decoder = msgspec.json.Decoder(JobRequest[msgspec.Raw])
+_steps_decoder = msgspec.json.Decoder(list[_Step])
 _message_decoder = msgspec.json.Decoder(JobMessage)
 
 
@@ -198,7 +211,53 @@ class JobRunner:
                     raise _InputError(f"input {upload_id} is missing from the store") from e
             inputs.append((str(path), row["media_type"], str(upload_id)))
         pipeline = msgspec.json.encode(request.pipeline)
-        return ChildTask(str(claim.job_id), pipeline, inputs, str(workdir / "out"))
+        resources = await self._resources(claim, _steps_decoder.decode(pipeline), workdir)
+        return ChildTask(str(claim.job_id), pipeline, inputs, str(workdir / "out"), resources)
+
+    async def _resources(
+        self, claim: Claim, pipeline: list[_Step], workdir: Path
+    ) -> dict[str, Any]:
+        """Fetch what the steps need beyond the inputs: registered models, earlier results."""
+        steps = [s for step in pipeline for s in _flatten(step)]
+        resources: dict[str, Any] = {}
+        wanted = {s.name for s in steps if s.op == "model" and s.name}
+        if wanted:
+            from pixfleet import models
+
+            specs = await models.get_models(self.jobs.pool, wanted)
+            for name in wanted:
+                spec = specs.get(name)
+                if spec is None:
+                    raise _InputError(f"model {name!r} is not registered")
+                path = await models.fetch_model(self.store, spec, self.scratch / "models")
+                resources[f"model:{name}"] = models.LocalModel.of(spec, path)
+        refs = [ref for s in steps if s.op == "archive" for ref in s.results]
+        if refs:
+            resources["results"] = await self._earlier_results(claim, refs, workdir / "results")
+        return resources
+
+    async def _earlier_results(
+        self, claim: Claim, refs: list[ResultRef], into: Path
+    ) -> list[InputFile]:
+        found = await self.jobs.finished_results(claim.owner, [r.job for r in refs])
+        files = []
+        for ref in refs:
+            results = found.get(ref.job)
+            if results is None:
+                raise _InputError(f"job {ref.job} is not one of your completed jobs")
+            by_name = {r["name"]: r for r in results}
+            for name in ref.names or list(by_name):
+                if name not in by_name:
+                    raise _InputError(f"job {ref.job} has no result named {name!r}")
+                path = into / str(ref.job) / name
+                path.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    await self.store.download(names.result_object(ref.job, name), path)
+                except ObjectNotFoundError as e:
+                    raise _InputError(f"result {name!r} of job {ref.job} has expired") from e
+                media_type = by_name[name]["media_type"]
+                files.append(InputFile(path=path, media_type=media_type, name=f"{ref.job}/{name}"))
+        return files
 
     async def _store_results(
         self, claim: Claim, outputs: list[tuple[str, str, str]]
@@ -329,6 +388,12 @@ class JobRunner:
 
 class _InputError(Exception):
     """An input of the job is gone (expired or deleted)."""
+
+
+def _flatten(step: _Step) -> list[_Step]:
+    if step.branches is None:
+        return [step]
+    return [s for branch in step.branches.values() for s in branch]
 
 
 def _file_name(name: str, path: str) -> str:

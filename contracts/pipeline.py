@@ -1,0 +1,103 @@
+"""Whole-pipeline rules, checked at the edge so a bad pipeline is a 422 and never queued.
+
+Step by step, each operation must take the kind of item the previous one hands on (an image
+operation cannot follow ``metadata``, which produces a document); a ``branch`` may only end the
+per-input steps and an ``archive`` only end the pipeline; the number of steps and of outputs
+is bounded. Imports msgspec and the standard library only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from contracts.api import FieldError
+from contracts.ops import Archive, Branch, Kind, Op
+
+
+def check_pipeline(
+    pipeline: Sequence[Op], n_inputs: int, *, max_steps: int, max_outputs: int
+) -> list[FieldError]:
+    """Return what is wrong with a pipeline over ``n_inputs`` inputs (empty when it is fine)."""
+    problems: list[FieldError] = []
+    n_steps = sum(
+        sum(len(b) for b in op.branches.values()) if isinstance(op, Branch) else 1
+        for op in pipeline
+    )
+    if n_steps > max_steps:
+        problems.append(FieldError(message=f"at most {max_steps} operations", path="$.pipeline"))
+    kind: Kind = "image"
+    outputs = n_inputs
+    last = len(pipeline) - 1
+    for i, op in enumerate(pipeline):
+        path = f"$.pipeline[{i}]"
+        if isinstance(op, Archive):
+            if i != last:
+                problems.append(FieldError(message="archive must be the last step", path=path))
+            outputs = (outputs + 1) if op.keep else 1
+            continue
+        if isinstance(op, Branch):
+            if i != last and not (i + 1 == last and isinstance(pipeline[last], Archive)):
+                problems.append(
+                    FieldError(message="only an archive may follow a branch", path=path)
+                )
+            for name, steps in op.branches.items():
+                problems += _chain(steps, kind, f"{path}.branches.{name}")
+            outputs *= len(op.branches)
+            kind = "any"
+            continue
+        problems += _chain([op], kind, path, first=i)
+        kind = _after(op, kind)
+    if n_inputs == 0 and not _archive_of_results(pipeline):
+        problems.append(
+            FieldError(
+                message="give inputs, or a pipeline of one archive of earlier results",
+                path="$.inputs",
+            )
+        )
+    if outputs > max_outputs:
+        problems.append(
+            FieldError(
+                message=f"the job would produce {outputs} outputs, at most {max_outputs}",
+                path="$.pipeline",
+            )
+        )
+    return problems
+
+
+def _chain(
+    steps: Sequence[Op], kind: Kind, path: str, first: int | None = None
+) -> list[FieldError]:
+    problems = []
+    for j, op in enumerate(steps):
+        where = path if first is not None else f"{path}[{j}]"
+        if isinstance(op, Archive):
+            problems.append(FieldError(message="archive cannot be used in a branch", path=where))
+            continue
+        takes = type(op).consumes
+        if takes != "any" and kind != "any" and takes != kind:
+            problems.append(
+                FieldError(
+                    message=f"{_tag(op)} needs {_a(takes)}, "
+                    f"but the step before it produces {_a(kind)}",
+                    path=where,
+                )
+            )
+        kind = _after(op, kind)
+    return problems
+
+
+def _after(op: Op, kind: Kind) -> Kind:
+    produced = type(op).produces
+    return kind if produced == "any" else produced
+
+
+def _archive_of_results(pipeline: Sequence[Op]) -> bool:
+    return len(pipeline) == 1 and isinstance(pipeline[0], Archive) and bool(pipeline[0].results)
+
+
+def _a(kind: str) -> str:
+    return f"an {kind}" if kind[0] in "aeiou" else f"a {kind}"
+
+
+def _tag(op: Op) -> str:
+    return str(type(op).__struct_config__.tag)
