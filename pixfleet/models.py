@@ -270,6 +270,11 @@ def _spec(row: Any) -> ModelSpec:
 def _params(name: str, params: dict[str, Any]) -> ModelParams:
     try:
         msgspec.convert(name, ModelName)
+    except msgspec.ValidationError as e:
+        raise InvalidModelError(
+            f"invalid model name {name!r}: 1 to 64 of a-z, 0-9, '_', '.', '-'"
+        ) from e
+    try:
         return msgspec.convert(params, ModelParams)
     except msgspec.ValidationError as e:
         raise InvalidModelError(f"invalid model parameters: {e}") from e
