@@ -322,21 +322,33 @@ class Archive(Op, tag="archive", frozen=True):
     keep: bool = False
 
 
+class NamedPipeline(
+    msgspec.Struct, Generic[OpT], forbid_unknown_fields=True, kw_only=True, frozen=True
+):
+    """One named branch: its steps continue from the item the branch starts from."""
+
+    name: BranchName
+    pipeline: Annotated[list[OpT], msgspec.Meta(min_length=1)]
+
+
 class Branch(Op, Generic[OpT], tag="branch", frozen=True):
     """End the per-input pipeline in named branches, each continuing from the same item.
 
-    Each branch gives one output per input, named ``<input>.<branch>.<ext>``. A branch holds
-    no ``branch`` or ``archive``; an ``archive`` may follow the ``branch``.
+    Each branch gives one output per input, named ``<input>.<branch>.<ext>``, in the order
+    given. A branch holds no ``branch`` or ``archive``; an ``archive`` may follow the
+    ``branch``.
     """
 
     impl: ClassVar[str] = "-"
     consumes: ClassVar[Kind] = "any"
     produces: ClassVar[Kind] = "any"
 
-    branches: Annotated[
-        dict[BranchName, Annotated[list[OpT], msgspec.Meta(min_length=1)]],
-        msgspec.Meta(min_length=1),
-    ]
+    branches: Annotated[list[NamedPipeline[OpT]], msgspec.Meta(min_length=1, max_length=16)]
+
+    def __post_init__(self) -> None:
+        names = [b.name for b in self.branches]
+        if len(set(names)) != len(names):
+            raise ValueError("branch names must differ")
 
 
 BUILTIN_OPS: tuple[type[Op], ...] = (
@@ -412,7 +424,7 @@ def steps(pipeline: Sequence[Op]) -> Iterable[Op]:
     """Yield every operation of a pipeline, those inside branches included."""
     for op in pipeline:
         if isinstance(op, Branch):
-            for branch in op.branches.values():
-                yield from branch
+            for branch in op.branches:
+                yield from branch.pipeline
         else:
             yield op

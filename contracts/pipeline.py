@@ -20,7 +20,7 @@ def check_pipeline(
     """Return what is wrong with a pipeline over ``n_inputs`` inputs (empty when it is fine)."""
     problems: list[FieldError] = []
     n_steps = sum(
-        sum(len(b) for b in op.branches.values()) if isinstance(op, Branch) else 1
+        sum(len(b.pipeline) for b in op.branches) if isinstance(op, Branch) else 1
         for op in pipeline
     )
     if n_steps > max_steps:
@@ -40,8 +40,8 @@ def check_pipeline(
                 problems.append(
                     FieldError(message="only an archive may follow a branch", path=path)
                 )
-            for name, steps in op.branches.items():
-                problems += _chain(steps, kind, f"{path}.branches.{name}")
+            for j, branch in enumerate(op.branches):
+                problems += _chain(branch.pipeline, kind, f"{path}.branches[{j}].pipeline")
             outputs *= len(op.branches)
             kind = "any"
             continue

@@ -130,7 +130,7 @@ def job_components(catalog: OpCatalog) -> Components:
             raise ValueError(f"component {name!r} is a bare reference")
         schemas[renames.get(name, name)] = schema
     for name, schema in schemas.items():  # msgspec's titles of generics spell out the union
-        if name in (JOB_REQUEST, "Branch"):
+        if name in (JOB_REQUEST, "Branch", "NamedPipeline"):
             schema.title = name
     return PinnedComponents(schemas)
 

@@ -42,7 +42,7 @@ def render(tp: Any) -> str:
 def generic_name(name: str) -> str:
     """``JobRequest_typing.Union_...`` (msgspec's name of a generic) -> ``JobRequest``."""
     base, sep, _ = name.partition("_")
-    return base if sep and base in ("JobRequest", "Branch") else name
+    return base if sep and base in ("JobRequest", "Branch", "NamedPipeline") else name
 
 
 def tidy(schema: dict[str, Any]) -> dict[str, Any]:

@@ -174,7 +174,7 @@ def test_components_are_msgspecs_schemas(doc: dict[str, Any]) -> None:
     schemas = doc["components"]["schemas"]
     for name, definition in defs.items():
         expected = _as_documented(definition, renames)
-        if renames.get(name) in (JOB_REQUEST, "Branch"):
+        if renames.get(name) in (JOB_REQUEST, "Branch", "NamedPipeline"):
             expected["title"] = renames[name]
         assert schemas[renames.get(name, name)] == expected, name
 

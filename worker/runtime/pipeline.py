@@ -93,7 +93,7 @@ def _branch(
     op: Branch[Op], items: list[Item], ctx: WeightedContext, start: float, span: float
 ) -> list[Item]:
     out: list[Item] = []
-    branches = list(op.branches.items())
+    branches = [(b.name, b.pipeline) for b in op.branches]
     total = max(len(items) * len(branches), 1)
     k = 0
     for item in items:

@@ -51,7 +51,11 @@ class _Step(msgspec.Struct):
     op: str
     name: str | None = None
     results: list[ResultRef] = []
-    branches: dict[str, list[_Step]] | None = None
+    branches: list[_Branch] | None = None
+
+
+class _Branch(msgspec.Struct):
+    pipeline: list[_Step]
 
 
 _request_decoder = msgspec.json.Decoder(JobRequest[msgspec.Raw])
@@ -393,7 +397,7 @@ class _InputError(Exception):
 def _flatten(step: _Step) -> list[_Step]:
     if step.branches is None:
         return [step]
-    return [s for branch in step.branches.values() for s in branch]
+    return [s for branch in step.branches for s in branch.pipeline]
 
 
 def _file_name(name: str, path: str) -> str:
