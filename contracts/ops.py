@@ -393,8 +393,9 @@ class OpCatalog:
             if tag == "branch":
                 raise ValueError("the tag 'branch' is reserved")
             self.ops[tag] = op
-        self.step: Any = Union[tuple(self.ops.values())]  # noqa: UP007 - built at run time
-        self.union: Any = Union[(*self.ops.values(), Branch[self.step])]
+        step: Any = Union[tuple(self.ops.values())]  # noqa: UP007 - built at run time
+        self.step: Any = step
+        self.union: Any = Union[(*self.ops.values(), Branch[step])]
 
     @classmethod
     def with_plugins(cls, modules: Sequence[str]) -> OpCatalog:

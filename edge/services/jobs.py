@@ -21,7 +21,7 @@ from contracts import names
 from contracts.api import FieldError, JobRequest
 from contracts.jobs import JobEvent, JobSnapshot, Phase, amqp_priority
 from contracts.messages import ControlMessage, JobMessage
-from contracts.ops import OpCatalog
+from contracts.ops import Model, Op, OpCatalog, steps
 from contracts.pipeline import check_pipeline
 from edge.errors import (
     IdempotencyInFlightError,
@@ -40,6 +40,7 @@ from edge.settings import EdgeSettings
 from edge.store.jobs import JobStore, NewJob
 from edge.store.uploads import UploadStore
 from pixfleet.ids import uuid7
+from pixfleet.models import get_models
 
 _PENDING_GRACE = 30.0  # seconds after which an idempotency key with no job row is stale
 
@@ -75,6 +76,7 @@ class JobService:
         union: Any = catalog.union  # built at run time: a value, not a static type
         self.decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(JobRequest[union])
         self._encoder = msgspec.json.Encoder(order="deterministic")
+        self._models: dict[str, float] = {}  # registered model name -> cached until
         self._inserts: GroupCommit[NewJob, bool] = GroupCommit(
             jobs.insert_many, max_batch=settings.insert_batch
         )
@@ -141,6 +143,26 @@ class JobService:
             )
         return req
 
+    async def _check_models(self, pipeline: Sequence[Op]) -> None:
+        """Refuse models nobody registered (a short cache keeps this off the hot path)."""
+        wanted = {op.name for op in steps(pipeline) if isinstance(op, Model)}
+        if not wanted:
+            return
+        now = time.monotonic()
+        missing = {n for n in wanted if self._models.get(n, 0.0) < now}
+        if missing:
+            found = await get_models(self.jobs.pool, missing)
+            for name in found:
+                self._models[name] = now + 30.0
+            unknown = sorted(missing - set(found))
+            if unknown:
+                raise InvalidRequestError(
+                    f"unknown model(s): {', '.join(unknown)}; see `pixfleet models list`",
+                    errors=[
+                        FieldError(message=f"unknown model {n}", path="$.pipeline") for n in unknown
+                    ],
+                )
+
     async def _check_inputs(self, owner: str, inputs: Sequence[UUID], now: datetime) -> None:
         missing = [u for u in inputs if (exp := self._owned.get((owner, u))) is None or exp <= now]
         if missing:
@@ -176,6 +198,7 @@ class JobService:
             )
         now = datetime.now(UTC)
         await self._check_inputs(owner, req.inputs, now)
+        await self._check_models(req.pipeline)
         encoded = self._encoder.encode(req)
         digest = hashlib.sha256(encoded).digest()
         job_id = uuid7()

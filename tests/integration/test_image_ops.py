@@ -327,3 +327,29 @@ async def test_hostile_files_fail_as_usage_errors_and_the_slot_goes_on(
     assert "more than 100,000,000" in later["huge"]["error"]["message"]
     assert later["canvas"]["phase"] == "COMPLETED"  # never upscales: 30000 wide is capped
     assert later["fine"]["phase"] == "COMPLETED"
+
+
+async def test_registered_model_runs_on_the_heavy_pool(
+    client: Client, alice: dict[str, str], start_worker: Any, env: dict[str, str], tmp_path: Any
+) -> None:
+    from tests.integration.test_models import _pixfleet
+    from tests.unit.test_model_op import affine
+
+    darken = tmp_path / "darken.onnx"
+    darken.write_bytes(affine(0.5, 0.0))
+    added = _pixfleet(env, "add", "darken", str(darken), "--tile", "64", "--overlap", "8")
+    assert added.returncode == 0, added.stderr
+    source = photo(300, 200, "PNG")
+    up = await upload(client, alice, source)
+    r = await client.post(
+        "/v1/jobs",
+        json={"inputs": [up], "pipeline": [{"op": "model", "name": "nope"}]},
+        headers=alice,
+    )
+    assert r.status_code == 422 and "unknown model" in r.text
+    start_worker(pool="heavy")
+    done = await run_jobs(client, alice, [up], {"m": [{"op": "model", "name": "darken"}]})
+    assert done["m"]["pool"] == "heavy"
+    out = decode(await result_bytes(client, alice, done["m"]))
+    expected = decode(source).astype(np.float64) * 0.5
+    assert out.shape == (200, 300, 3) and np.abs(out - expected).max() <= 1.0

@@ -16,6 +16,7 @@ here (the astronomy operations read it). Outputs: JPEG, PNG, WebP, TIFF, AVIF.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +56,7 @@ _REDUCED = (
     (8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4),
     (2, cv2.IMREAD_REDUCED_COLOR_2),
 )  # fmt: skip
-_ORIENT = {
+_ORIENT: dict[int, Callable[[MatLike], MatLike]] = {
     2: lambda m: cv2.flip(m, 1),
     3: lambda m: cv2.rotate(m, cv2.ROTATE_180),
     4: lambda m: cv2.flip(m, 0),
@@ -286,7 +287,7 @@ def _fit_samples(pixels: MatLike, op: Convert) -> MatLike:
         # OpenCV would clip 16-bit samples to 255 rather than scale them.
         pixels = cv2.convertScaleAbs(pixels, alpha=255 / 65535)
     if pixels.dtype == np.uint16 and fmt == "avif":
-        pixels = (pixels >> 4).astype(np.uint16)  # 12-bit AVIF
+        pixels = np.right_shift(pixels, 4).astype(np.uint16)  # 12-bit AVIF
     if fmt == "jpeg" and pixels.ndim == 3 and pixels.shape[2] == 4:
         alpha = pixels[:, :, 3:].astype(np.float32) / 255
         background = np.array(colour(op.background, pixels[:, :, :3]), np.float32)
