@@ -3,6 +3,7 @@
     python loadtests/run.py baseline   # 30 VUs, 30 s, POST /v1/jobs with unique keys
     python loadtests/run.py spike      # ramp to 120 VUs: status codes, shedding
     python loadtests/run.py latency    # idle submit -> COMPLETED of 50 thumbnail jobs
+    python loadtests/run.py thumbnails # jobs/s of 12 MP JPEG -> 256 px WebP, whole stack
     python loadtests/run.py all
 
 Each run uses a fresh database ``pixfleet_bench`` and namespace ``bench``. ``baseline`` and
@@ -328,6 +329,71 @@ def run_latency(env: dict[str, str], tmp: Path, key: str, upload: str, n: int = 
         worker.wait(30)
 
 
+def run_thumbnails(env: dict[str, str], tmp: Path, key: str, n: int = 400) -> None:
+    """Jobs/s of 4000 x 3000 JPEG -> 256 px WebP through the whole stack, one standard worker
+    at its default slots, from a backlog of ``n`` jobs."""
+    sys.path.insert(0, str(ROOT))
+    from loadtests.bench_ops import make_camera_jpeg
+
+    source = tmp / "camera.jpg"
+    make_camera_jpeg(source)
+    headers = {"Authorization": f"Bearer {key}"}
+    with httpx.Client(base_url=BASE, headers=headers, timeout=30) as client:
+        r = client.post("/v1/uploads", content=source.read_bytes())
+        r.raise_for_status()
+        body = {
+            "inputs": [r.json()["id"]],
+            "pipeline": [{"op": "thumbnail", "size": 256, "format": "webp"}],
+        }
+        for _ in range(n):
+            client.post("/v1/jobs", json=body).raise_for_status()
+    worker = _start(["worker", "--pool", "standard"], env, tmp / "worker.log")
+    try:
+        t0, cpu0 = time.monotonic(), _total_cpu()
+        while asyncio.run(_count_done(env)) < n:
+            if time.monotonic() - t0 > 600:
+                raise SystemExit("the backlog did not drain in 10 minutes")
+            time.sleep(0.2)
+        cpu = _total_cpu() - cpu0
+        rate, errors = asyncio.run(_completion_rate(env))
+        print(
+            json.dumps(
+                {
+                    "scenario": "thumbnails",
+                    "jobs": n,
+                    "jobs_per_s": round(rate, 1),
+                    "errors": errors,
+                    "machine_cpu_ms_per_job": round(cpu * 1000 / n, 1),
+                }
+            ),
+            flush=True,
+        )
+    finally:
+        worker.terminate()
+        worker.wait(30)
+
+
+async def _count_done(env: dict[str, str]) -> int:
+    conn = await asyncpg.connect(env["PIXFLEET_POSTGRES_DSN"])
+    try:
+        return int(await conn.fetchval("SELECT count(*) FROM jobs WHERE ended_at IS NOT NULL"))
+    finally:
+        await conn.close()
+
+
+async def _completion_rate(env: dict[str, str]) -> tuple[float, int]:
+    """Jobs per second between the first start and the last end; jobs not COMPLETED."""
+    conn = await asyncpg.connect(env["PIXFLEET_POSTGRES_DSN"])
+    try:
+        row = await conn.fetchrow(
+            "SELECT count(*), extract(epoch FROM max(ended_at) - min(started_at)),"
+            " count(*) FILTER (WHERE phase <> 'COMPLETED') FROM jobs"
+        )
+    finally:
+        await conn.close()
+    return float(row[0]) / float(row[1]), int(row[2])
+
+
 async def _purge_queues() -> None:
     """Empty the bench namespace's queues (their messages name jobs of a dropped database)."""
     import aio_pika
@@ -376,7 +442,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("scenario", choices=["baseline", "spike", "latency", "all"])
+    parser.add_argument("scenario", choices=["baseline", "spike", "latency", "thumbnails", "all"])
     parser.add_argument("--vus", default="30")
     parser.add_argument("--duration", default="30s")
     parser.add_argument("--processes", default="1", help="edge processes")
@@ -399,6 +465,8 @@ def main() -> None:
             for scenario in scenarios:
                 if scenario == "latency":
                     run_latency(env, tmp, key, upload)
+                elif scenario == "thumbnails":
+                    run_thumbnails(env, tmp, key)
                 else:
                     extra = {"VUS": args.vus, "DURATION": args.duration}
                     run_load(scenario, env, tmp, key, upload, edge, extra, args.profile)

@@ -61,16 +61,20 @@ def _median(pixels: MatLike, size: int) -> MatLike:
 
 
 def unsharp(pixels: MatLike, sigma: float, amount: float, threshold: float) -> MatLike:
-    """``pixels + amount * (pixels - blur)`` where the difference exceeds ``threshold`` (in
-    8-bit levels, scaled to the depth)."""
-    source = pixels.astype(np.float32)
-    detail = source - cv2.GaussianBlur(source, (0, 0), sigma)
-    if threshold > 0:
-        detail[np.abs(detail) < threshold * max_sample(pixels) / 255] = 0
-    out = source + amount * detail
+    """``pixels + amount * (pixels - blur)``, left unchanged where the difference is below
+    ``threshold`` (in 8-bit levels, scaled to the depth).
+
+    Computed by ``cv2.addWeighted`` in the samples' own type (saturating, rounded): a 12 MP
+    image needs a few image-sized buffers, not float copies of it.
+    """
+    blur = cv2.GaussianBlur(pixels, (0, 0), sigma)
+    out = cv2.addWeighted(pixels, 1 + amount, blur, -amount, 0)
     if pixels.dtype == np.float32:
-        return np.clip(out, 0, 1)
-    return np.clip(out + 0.5, 0, max_sample(pixels)).astype(pixels.dtype)
+        out = np.clip(out, 0, 1)
+    if threshold > 0:
+        keep = cv2.absdiff(pixels, blur) < threshold * max_sample(pixels) / 255
+        np.copyto(out, pixels, where=keep)
+    return out
 
 
 def _bilateral(pixels: MatLike, size: int, sigma: float, sigma_colour: float) -> MatLike:
