@@ -19,11 +19,24 @@ from edge.services.uploads import upload_view
 async def create_upload(
     request: Request[object, object, State], services: ServicesDep, owner: Owner
 ) -> Response[bytes]:
-    """Send the image bytes as the body (any ``Content-Type``: the type is read from the bytes).
+    """Send the image bytes as the body. Any ``Content-Type`` is accepted and ignored: the
+    type is read from the bytes, and the answer's ``media_type`` is the one found there.
 
-    Answers 201 with the upload's id, size, SHA-256, sniffed media type and dimensions. Use
-    the id as a job input. Bodies over the upload limit get 413, non-images 415, images that
-    are corrupt or over the pixel limit 422.
+    Supported: JPEG, PNG (also APNG), WebP (also animated), GIF, TIFF (also multi-page), BMP,
+    AVIF and FITS. Answers 201 with the upload's id, size, SHA-256, sniffed media type and
+    dimensions; use the id as a job input. Refusals are RFC 9457 problem documents whose
+    ``detail`` says what was found, and nothing of a refused upload is kept:
+
+    - 413 ``payload-too-large``: the body is over the upload limit.
+    - 415 ``unsupported-media``: the body is empty or is not a supported image (SVG, HTML,
+      XML, PDF, archives, executables, HEIC... the detail names what it looks like).
+    - 422 ``image-rejected``: the image is truncated or corrupt, has data after its end (an
+      appended archive or page: polyglots are refused), hides HTML or script in a comment,
+      or its headers declare more pixels, a longer side or more frames than the limits allow
+      (checked before any decode).
+
+    Damage only a decode can find (bad compressed data) is accepted here; jobs using the
+    upload then fail with a usage error.
     """
     limit = services.settings.limits.max_upload_bytes
     if (request.content_length or 0) > limit:

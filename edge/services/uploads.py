@@ -1,5 +1,11 @@
 """Uploads: stream to a spool file while hashing, sniff the type from the bytes, check the
-pixel limit from the header, then move into the store. Nothing is stored half-written."""
+limits from the headers and that the file is one whole image, then move it into the store.
+
+The declared ``Content-Type`` plays no part: the bytes decide. Refusals (see ``create``) leave
+nothing behind: the spool file is removed, no object is stored and no row is written. What
+only a decode can tell (a corrupt Huffman table, bad pixel data) is accepted here and fails
+in the worker. Never imports pixel libraries: ``pixfleet.sniff`` reads headers only.
+"""
 
 from __future__ import annotations
 
@@ -13,11 +19,19 @@ from pathlib import Path
 
 from contracts import names
 from contracts.api import Upload
+from contracts.settings import LimitsSettings
 from edge.errors import ImageRejectedError, PayloadTooLargeError, UnsupportedMediaError
 from edge.settings import EdgeSettings
 from edge.store.uploads import UploadStore
 from pixfleet.ids import uuid7
-from pixfleet.sniff import CorruptImageError, ImageTooLargeError, NotAnImageError, inspect_image
+from pixfleet.sniff import (
+    CorruptImageError,
+    ImageInfo,
+    ImageTooLargeError,
+    NotAnImageError,
+    check_complete,
+    inspect_image,
+)
 from pixfleet.store import ObjectStore
 
 
@@ -33,6 +47,25 @@ def upload_view(row: object) -> Upload:
         created_at=r["created_at"],  # type: ignore[index]
         expires_at=r["expires_at"],  # type: ignore[index]
     )
+
+
+def examine(path: Path, limits: LimitsSettings) -> ImageInfo:
+    """Sniff an upload, check its headers against ``limits`` and check it is one whole image.
+
+    Blocking (it reads the file): run it in a thread.
+
+    Raises:
+        NotAnImageError, CorruptImageError, ImageTooLargeError: see ``pixfleet.sniff``.
+        OSError: the spool file cannot be read.
+    """
+    info = inspect_image(
+        path,
+        max_pixels=limits.max_pixels,
+        max_side=limits.max_side,
+        max_frames=limits.max_frames,
+    )
+    check_complete(path, info.media_type)
+    return info
 
 
 class UploadService:
@@ -51,9 +84,13 @@ class UploadService:
         """Store an upload and return its record.
 
         Raises:
-            PayloadTooLargeError: more bytes than ``max_upload_bytes``.
-            UnsupportedMediaError: the bytes are not a supported image (or are empty).
-            ImageRejectedError: the image is corrupt or over the pixel limit.
+            PayloadTooLargeError: more bytes than ``max_upload_bytes`` (413).
+            UnsupportedMediaError: the upload is empty, or not an image of a supported format
+                (markup, a document, an archive, an executable, an unsupported TIFF
+                compression): 415, the detail says what the bytes look like.
+            ImageRejectedError: the image is truncated or corrupt, goes on after its end
+                (a polyglot), hides markup in its comments, or exceeds ``max_pixels``,
+                ``max_side`` or ``max_frames`` (422).
         """
         limits = self.settings.limits
         fd, name = tempfile.mkstemp(prefix="upload-", dir=self.spool_dir)
@@ -71,11 +108,9 @@ class UploadService:
                     digest.update(chunk)
                     f.write(chunk)
             if size == 0:
-                raise UnsupportedMediaError("the upload is empty")
+                raise UnsupportedMediaError("empty upload: the body has no bytes")
             try:
-                info = await asyncio.to_thread(
-                    inspect_image, path, max_pixels=limits.max_pixels, max_side=limits.max_side
-                )
+                info = await asyncio.to_thread(examine, path, limits)
             except NotAnImageError as e:
                 raise UnsupportedMediaError(str(e)) from None
             except (CorruptImageError, ImageTooLargeError) as e:
