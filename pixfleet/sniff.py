@@ -407,7 +407,9 @@ def _png_chunks(r: _Reader, pos: int, stop: tuple[bytes, ...]) -> Iterator[tuple
         if length > 0x7FFFFFFF or not ctype.isalpha():
             raise CorruptImageError(f"PNG: bad chunk header at byte {pos}")
         if pos + 12 + length > r.size:
-            raise CorruptImageError(f"PNG: {ctype!r} chunk runs past the end of the file")
+            raise CorruptImageError(
+                f"PNG: the {ctype.decode()} chunk at byte {pos} runs past the end: truncated"
+            )
         yield ctype, pos + 8, length
         if ctype in stop:
             return
@@ -475,7 +477,7 @@ def _webp_chunks(r: _Reader, pos: int) -> Iterator[tuple[bytes, int, int]]:
             return
         ctype, length = struct.unpack("<4sI", r.read(pos, 8, "WebP chunk header"))
         if pos + 8 + length > stop:
-            raise CorruptImageError(f"WebP: {ctype!r} chunk runs past the end: truncated")
+            raise CorruptImageError(f"WebP: the {ctype!r} chunk at byte {pos} is cut: truncated")
         yield ctype, pos + 8, length
         pos += 8 + length + (length & 1)
     raise ImageTooLargeError(f"WebP: more than {_MAX_FRAMES:,} frames")
