@@ -23,10 +23,10 @@ Policies:
   Counting stops at ``_MAX_FRAMES`` (ImageTooLargeError whatever ``max_frames`` says). A GIF
   frame reaching past the logical screen widens the reported size, as Pillow's canvas does.
   A TIFF IFD chain that loops or points outside the file is corrupt.
-- EXIF orientation is read from IFD0 only (no IFD chains, so no loops), from a single SHORT or
-  LONG value inside the entry (never at an offset, so a count of gigabytes reads nothing). A
-  value outside 1-8, another type or count, or an unreadable block gives 1: decoders ignore
-  broken EXIF and the pixels are fine, so the image is accepted upright as stored.
+- EXIF orientation is read from IFD0 only (no IFD chains, so no loops), from a single BYTE,
+  SHORT or LONG value inside the entry (never at an offset, so a count of gigabytes reads
+  nothing). A value outside 1-8, another type or count, or an unreadable block gives 1:
+  decoders ignore broken EXIF and the pixels are fine, so the image is accepted as stored.
 - Trailing data (``check_complete``): a JPEG ends at the first EOI after its first scan (the
   images an MPF segment announces, MPO and gain maps, may follow), a PNG at IEND, a GIF at its
   trailer, a WebP where its RIFF size says, an AVIF after its last top-level box. Up to
