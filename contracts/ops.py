@@ -85,7 +85,8 @@ class Convert(Op, tag="convert", frozen=True):
     TIFF (and AVIF at 12 bits); alpha by PNG, WebP, TIFF and AVIF (JPEG composites onto
     ``background``). ``metadata="keep"`` keeps EXIF and XMP, but GPS tags only with
     ``keep_gps``; ``"strip"`` drops both. The ICC profile is kept either way (it defines the
-    colours) unless ``keep_icc`` is false.
+    colours) unless ``keep_icc`` is false. TIFF output carries no metadata (OpenCV's TIFF
+    writer takes none).
     """
 
     impl: ClassVar[str] = "worker.ops.convert:convert"

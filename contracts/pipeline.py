@@ -26,7 +26,7 @@ def check_pipeline(
     if n_steps > max_steps:
         problems.append(FieldError(message=f"at most {max_steps} operations", path="$.pipeline"))
     kind: Kind = "image"
-    outputs = n_inputs
+    outputs = peak = n_inputs
     last = len(pipeline) - 1
     for i, op in enumerate(pipeline):
         path = f"$.pipeline[{i}]"
@@ -43,6 +43,7 @@ def check_pipeline(
             for j, branch in enumerate(op.branches):
                 problems += _chain(branch.pipeline, kind, f"{path}.branches[{j}].pipeline")
             outputs *= len(op.branches)
+            peak = max(peak, outputs)
             kind = "any"
             continue
         problems += _chain([op], kind, path, first=i)
@@ -54,10 +55,10 @@ def check_pipeline(
                 path="$.inputs",
             )
         )
-    if outputs > max_outputs:
+    if max(outputs, peak) > max_outputs:
         problems.append(
             FieldError(
-                message=f"the job would produce {outputs} outputs, at most {max_outputs}",
+                message=f"the job would produce {max(outputs, peak)} files, at most {max_outputs}",
                 path="$.pipeline",
             )
         )

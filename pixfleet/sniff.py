@@ -240,7 +240,13 @@ def _check_limits(info: ImageInfo, max_pixels: int, max_side: int, max_frames: i
                 f"image is {w}x{h} ({w * h:,} pixels); the limits are {max_pixels:,} pixels"
                 f" and {max_side:,} pixels a side"
             )
-    if max_frames is not None and frames is not None and frames > max_frames:
+    # A FITS cube's planes are data, not an animation: the pixel limit covers them.
+    if (
+        max_frames is not None
+        and frames is not None
+        and frames > max_frames
+        and info.media_type != FITS
+    ):
         raise ImageTooLargeError(f"{info.media_type} has {frames:,} frames, at most {max_frames:,}")
 
 

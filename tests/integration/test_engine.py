@@ -24,6 +24,7 @@ from PIL import Image
 
 from contracts import names
 from tests.conftest import wait_for
+from tests.hostile import corrupt_huffman_jpeg
 from tests.images import photo
 from tests.integration.test_api import queue_depth, upload
 
@@ -141,12 +142,12 @@ async def test_events_stream_snapshot_progress_and_final(
     assert fractions == sorted(fractions) and 0 < fractions[-1] <= 1
 
 
-async def test_truncated_jpeg_fails_as_usage_error_and_the_pool_goes_on(
+async def test_undecodable_jpeg_fails_as_usage_error_and_the_pool_goes_on(
     client: Client, alice: dict[str, str], start_worker: Any
 ) -> None:
     start_worker()
     data = photo(800, 600, "JPEG")
-    bad = await upload(client, alice, data[: len(data) // 2])
+    bad = await upload(client, alice, corrupt_huffman_jpeg())  # only a decode can tell
     good = await upload(client, alice, data)
     first = await submit(client, alice, [bad], [{"op": "thumbnail", "size": 64}])
     second = await submit(client, alice, [good], [{"op": "thumbnail", "size": 64}])

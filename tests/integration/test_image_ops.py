@@ -18,6 +18,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import wait_for
+from tests.hostile import corrupt_huffman_jpeg
 from tests.images import photo
 from tests.integration.test_api import queue_depth, upload
 from tests.integration.test_engine import FINAL, Client, fetch_result, submit
@@ -282,14 +283,6 @@ async def test_bad_pipelines_are_422_and_never_queued(
     assert await queue_depth(namespace) == 0
     listed = await client.get("/v1/jobs", headers=alice)
     assert listed.json()["items"] == []
-
-
-def corrupt_huffman_jpeg() -> bytes:
-    """Valid headers, a DHT whose codes are garbage: only a decode can tell."""
-    data = bytearray(photo(640, 480, "JPEG"))
-    at = data.index(b"\xff\xc4") + 5  # past marker, length and class/id: the code counts
-    data[at : at + 16] = bytes([0] * 15 + [1])
-    return bytes(data)
 
 
 async def test_hostile_files_fail_as_usage_errors_and_the_slot_goes_on(

@@ -406,14 +406,7 @@ def icc() -> bytes:
     return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
 
 
-ICC_FORMATS = [
-    "jpeg", "png", "webp", "avif",
-    pytest.param("tiff", marks=pytest.mark.xfail(
-        strict=True, reason="imaging._metadata writes no metadata block for TIFF (OpenCV's "
-        "TIFF writer takes none): the ICC profile is dropped although Convert promises it is "
-        "kept unless keep_icc is false",
-    )),
-]  # fmt: skip
+ICC_FORMATS = ["jpeg", "png", "webp", "avif"]  # TIFF output carries no metadata (documented)
 
 
 @pytest.mark.parametrize("fmt", ICC_FORMATS)
@@ -472,21 +465,17 @@ PNG_XMP_NUL = _xfail(
     "OpenCV returns a PNG's XMP with a trailing NUL and imaging keeps it: the WebP XMP chunk "
     "ends in \\0 (not well-formed XML)"
 )
-XMP_TO_PNG = _xfail(
-    "OpenCV's PNG writer reads the XMP block as a NUL-terminated C string; imaging passes the "
-    "block without a terminator, so heap bytes past it are written into the tEXt chunk"
-)
 
 
 @pytest.mark.parametrize(
     ("source", "fmt"),
     [
         ("PNG", "png"),
-        pytest.param("PNG", "webp", marks=PNG_XMP_NUL),
-        pytest.param("WEBP", "png", marks=XMP_TO_PNG),
+        ("PNG", "webp"),
+        ("WEBP", "png"),
         ("WEBP", "webp"),
-        pytest.param("JPEG", "png", marks=JPEG_XMP),
-        pytest.param("JPEG", "webp", marks=JPEG_XMP),
+        ("JPEG", "png"),
+        ("JPEG", "webp"),
     ],
 )
 def test_xmp_kept(source: str, fmt: ImageFormat, tmp_path: Path, ctx: LocalContext) -> None:
@@ -873,11 +862,6 @@ def test_median_7_on_16_bit(tmp_path: Path, ctx: LocalContext) -> None:
     assert np.array_equal(pixels[3:-3, 3:-3], expected[3:-3, 3:-3])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="filters._median filters 16-bit images with scipy's mode='reflect' while "
-    "cv2.medianBlur (8-bit) replicates the edge pixel: the borders differ with the depth",
-)
 def test_median_7_is_the_same_filter_at_both_depths(
     photo: tuple[InputFile, np.ndarray], ctx: LocalContext
 ) -> None:
@@ -995,11 +979,6 @@ def test_16_bit_filters_keep_depth(
     assert near.max() <= 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="OpenCV's CLAHE clips at clipLimit * tile area / histogram size; with 65,536 bins "
-    "that is below one count, raised to 1, so filters._clahe ignores clip_limit on 16-bit images",
-)
 def test_clahe_16_bit_honours_clip_limit(
     photo: tuple[InputFile, np.ndarray], ctx: LocalContext
 ) -> None:
@@ -1089,12 +1068,6 @@ def test_denoise_reduces_noise(channels: int, tmp_path: Path, ctx: LocalContext)
     assert ctx.events and ctx.events[0][1] == "denoising"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="filters._denoise_deep calls cv2.fastNlMeansDenoising(c, None, [h], ...): the "
-    "overload taking a list of h with normType is (src, h, dst, ...), so OpenCV raises "
-    "cv2.error (not even an OpError) for every 16-bit image",
-)
 @pytest.mark.parametrize("channels", [1, 3])
 def test_denoise_16_bit(channels: int, ctx: LocalContext) -> None:
     rng = np.random.default_rng(7)
@@ -1302,12 +1275,6 @@ def test_branch_then_archive_gives_one_zip(tmp_path: Path, ctx: LocalContext) ->
     assert fractions[-1] == pytest.approx(1.0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="archive._entry_name (and runner._file_name) skip the extension when the item's "
-    "name already ends with it: branch 'webp' of input 'a' is the file a.webp.webp but the "
-    "zip entry a.webp",
-)
 def test_archive_entries_match_branch_file_names(tmp_path: Path, ctx: LocalContext) -> None:
     items = [_file(tmp_path, _noise(20, 30), name="a")]
     branch = _branch(webp=[Convert(format="webp")], png=[Flip()])

@@ -162,11 +162,14 @@ def test_outputs_are_inputs_times_branches(
     assert _check(steps, n_inputs, max_outputs=outputs) == []
     [problem] = _check(steps, n_inputs, max_outputs=outputs - 1)
     assert problem.path == "$.pipeline"
-    assert problem.message == f"the job would produce {outputs} outputs, at most {outputs - 1}"
+    assert problem.message == f"the job would produce {outputs} files, at most {outputs - 1}"
 
 
-def test_an_archive_without_keep_is_one_output() -> None:
-    assert _check([THREE, ARCHIVE], 50, max_outputs=1) == []
+def test_an_archive_counts_the_files_it_zips() -> None:
+    """The limit bounds the files a worker writes, so what an archive swallows counts too."""
+    assert _check([THREE, ARCHIVE], 50, max_outputs=150) == []
+    [problem] = _check([THREE, ARCHIVE], 50, max_outputs=149)
+    assert problem.message == "the job would produce 150 files, at most 149"
 
 
 @pytest.mark.parametrize(

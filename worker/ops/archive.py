@@ -44,8 +44,9 @@ def archive(op: Archive, items: list[InputFile], ctx: OpContext) -> list[InputFi
 
 
 def _entry_name(item: InputFile) -> str:
-    suffix = Path(item.path).suffix
-    return item.name if item.name.endswith(suffix) else f"{item.name}{suffix}"
+    """``<name><suffix>`` as the result is named, unless the file is named so already."""
+    path = Path(item.path)
+    return item.name if path.name == item.name else f"{item.name}{path.suffix}"
 
 
 def _unique(name: str, seen: set[str]) -> str:

@@ -57,7 +57,7 @@ def _median(pixels: MatLike, size: int) -> MatLike:
     from scipy.ndimage import median_filter
 
     window = (size, size, 1) if pixels.ndim == 3 else (size, size)
-    return median_filter(pixels, size=window, mode="reflect")
+    return median_filter(pixels, size=window, mode="nearest")  # edges as cv2.medianBlur
 
 
 def unsharp(pixels: MatLike, sigma: float, amount: float, threshold: float) -> MatLike:
@@ -89,12 +89,15 @@ def _bilateral(pixels: MatLike, size: int, sigma: float, sigma_colour: float) ->
 def _clahe(pixels: MatLike, clip_limit: float, tiles: int) -> MatLike:
     """Equalise the lightness (L of Lab) so colours keep their hue."""
     clahe = cv2.createCLAHE(clipLimit=clip_limit, tileGridSize=(tiles, tiles))
+    # OpenCV clips at clip_limit x tile area / bins: with 65,536 bins a 16-bit limit is 256
+    # times the 8-bit one for the same contrast.
+    deep = cv2.createCLAHE(clipLimit=clip_limit * 256, tileGridSize=(tiles, tiles))
     if pixels.ndim == 2:
-        return clahe.apply(pixels)  # 8- and 16-bit gray
+        return (clahe if pixels.dtype == np.uint8 else deep).apply(pixels)
     if pixels.dtype != np.uint8:
         lab = cv2.cvtColor(pixels.astype(np.float32) / max_sample(pixels), cv2.COLOR_BGR2Lab)
         light = np.clip(lab[:, :, 0] / 100 * 65535 + 0.5, 0, 65535).astype(np.uint16)
-        lab[:, :, 0] = clahe.apply(light).astype(np.float32) / 65535 * 100
+        lab[:, :, 0] = deep.apply(light).astype(np.float32) / 65535 * 100
         out = cv2.cvtColor(lab, cv2.COLOR_Lab2BGR)
         top = max_sample(pixels)
         return np.clip(out * top + 0.5, 0, top).astype(pixels.dtype)
@@ -130,7 +133,7 @@ def _denoise_deep(pixels: MatLike, op: Denoise) -> MatLike:
     channels = cv2.split(deep) if deep.ndim == 3 else [deep]
     out = [
         cv2.fastNlMeansDenoising(
-            c, None, [op.strength * scale], op.template, op.search, cv2.NORM_L1
+            c, [op.strength * scale], None, op.template, op.search, cv2.NORM_L1
         )
         for c in channels
     ]

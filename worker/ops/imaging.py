@@ -26,6 +26,7 @@ from cv2.typing import MatLike
 
 from contracts.ops import Convert
 from pixfleet.sniff import (
+    AVIF,
     BMP,
     FITS,
     GIF,
@@ -43,7 +44,6 @@ from pixfleet.sniff import (
 from worker.errors import FatalError, UsageError
 from worker.ops.api import InputFile, Item, OpContext, Picture
 
-AVIF = "image/avif"
 DECODABLE = frozenset({JPEG, PNG, WEBP, GIF, BMP, TIFF, AVIF})
 # Formats whose EXIF orientation we apply ourselves (OpenCV ignores it with the flags we
 # need); libtiff applies a TIFF's own orientation while decoding, GIF and BMP have none.
@@ -86,7 +86,12 @@ def inspect(item: InputFile, ctx: OpContext) -> ImageInfo:
     """
     limits = ctx.limits
     try:
-        info = inspect_image(item.path, max_pixels=limits.max_pixels, max_side=limits.max_side)
+        info = inspect_image(
+            item.path,
+            max_pixels=limits.max_pixels,
+            max_side=limits.max_side,
+            max_frames=limits.max_frames,
+        )
         check_complete(item.path, info.media_type)
     except NotAnImageError as e:
         raise UsageError(f"input {item.name!r} is not a supported image: {e}") from e
@@ -148,6 +153,7 @@ def load(
         if name and block is not None and block.size:
             meta[name] = block.tobytes()
     exif = _strip_exif_prefix(meta.get("exif"))
+    xmp = _clean_xmp(meta.get("xmp"))
     picture = Picture(
         pixels=pixels,
         name=item.name,
@@ -155,7 +161,7 @@ def load(
         orientation=info.orientation if info.media_type in _ORIENTED_HERE else 1,
         exif=exif,
         icc=meta.get("icc"),
-        xmp=meta.get("xmp"),
+        xmp=xmp,
     )
     return upright(picture) if orient else picture
 
@@ -340,12 +346,25 @@ def _metadata(picture: Picture, op: Convert) -> tuple[list[int], list[Any]]:
         if exif is not None:
             exif = edit_exif(exif, orientation=picture.orientation, drop_gps=not op.keep_gps)
         add(cv2.IMAGE_METADATA_EXIF, exif)
-        if op.format != "jpeg":  # OpenCV's JPEG writer drops XMP blocks
-            add(cv2.IMAGE_METADATA_XMP, picture.xmp)
+        if op.format != "jpeg" and picture.xmp:  # OpenCV's JPEG writer drops XMP blocks
+            # OpenCV's PNG writer reads XMP as a C string: give it its terminator.
+            add(cv2.IMAGE_METADATA_XMP, picture.xmp + (b"\x00" if op.format == "png" else b""))
     return kinds, blocks
 
 
 # -- EXIF editing (bounded, never trusting offsets) ------------------------------------
+
+
+_XMP_JPEG_HEADER = b"http://ns.adobe.com/xap/1.0/\x00"
+
+
+def _clean_xmp(xmp: bytes | None) -> bytes | None:
+    """The XMP packet alone: without JPEG's APP1 namespace header or a C string's NULs."""
+    if xmp is None:
+        return None
+    if xmp.startswith(_XMP_JPEG_HEADER):
+        xmp = xmp[len(_XMP_JPEG_HEADER) :]
+    return xmp.rstrip(b"\x00") or None
 
 
 def _strip_exif_prefix(exif: bytes | None) -> bytes | None:

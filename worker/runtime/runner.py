@@ -401,5 +401,5 @@ def _flatten(step: _Step) -> list[_Step]:
 
 
 def _file_name(name: str, path: str) -> str:
-    suffix = Path(path).suffix
-    return name if name.endswith(suffix) else f"{name}{suffix}"
+    file = Path(path)
+    return name if file.name == name else f"{name}{file.suffix}"
