@@ -346,3 +346,29 @@ async def test_registered_model_runs_on_the_heavy_pool(
     out = decode(await result_bytes(client, alice, done["m"]))
     expected = decode(source).astype(np.float64) * 0.5
     assert out.shape == (200, 300, 3) and np.abs(out - expected).max() <= 1.0
+
+
+async def test_metadata_of_real_camera_jpegs_through_the_stack(
+    client: Client, alice: dict[str, str], start_worker: Any
+) -> None:
+    """The makers' JPEGs of piexif's test suite: make, model and exposure as the files hold."""
+    from tests.realimages import CAMERA_JPEGS, real_images
+
+    root = real_images()
+    start_worker()
+    files = {await upload(client, alice, (root / rel).read_bytes()): rel for rel in CAMERA_JPEGS}
+    job = await submit(client, alice, list(files), [{"op": "metadata"}])
+    done = await wait_for(client, job["href"], alice, FINAL, timeout=60)
+    assert done["phase"] == "COMPLETED", done
+    assert len(done["results"]) == len(files)
+    for result in done["results"]:
+        expected = CAMERA_JPEGS[files[result["name"].removesuffix(".json")]]
+        exif = json.loads(await fetch_result(client, alice, result))["exif"]
+        assert exif["make"] == expected.make.strip("\0 ")
+        assert exif["model"] == expected.model.strip("\0 ")
+        if expected.exposure_time is not None:
+            num, den = expected.exposure_time
+            assert exif["exposure_time"] == pytest.approx(num / den)
+        if expected.f_number is not None:
+            num, den = expected.f_number
+            assert exif["f_number"] == pytest.approx(num / den)
