@@ -422,6 +422,12 @@ class OpCatalog:
         return max((type(op).pool for op in steps(pipeline)), key=_POOL_WEIGHT.__getitem__)
 
 
+def tag_of(op: Op | type[Op]) -> str:
+    """The ``op`` value of an operation (or its class)."""
+    cls = op if isinstance(op, type) else type(op)
+    return str(cls.__struct_config__.tag)
+
+
 def steps(pipeline: Sequence[Op]) -> Iterable[Op]:
     """Yield every operation of a pipeline, those inside branches included."""
     for op in pipeline:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from contracts.api import FieldError
-from contracts.ops import Archive, Branch, Kind, Op
+from contracts.ops import Archive, Branch, Kind, Op, tag_of
 
 
 def check_pipeline(
@@ -78,7 +78,7 @@ def _chain(
         if takes != "any" and kind != "any" and takes != kind:
             problems.append(
                 FieldError(
-                    message=f"{_tag(op)} needs {_a(takes)}, "
+                    message=f"{tag_of(op)} needs {_a(takes)}, "
                     f"but the step before it produces {_a(kind)}",
                     path=where,
                 )
@@ -98,7 +98,3 @@ def _archive_of_results(pipeline: Sequence[Op]) -> bool:
 
 def _a(kind: str) -> str:
     return f"an {kind}" if kind[0] in "aeiou" else f"a {kind}"
-
-
-def _tag(op: Op) -> str:
-    return str(type(op).__struct_config__.tag)

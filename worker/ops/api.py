@@ -15,6 +15,7 @@ module without the numeric stack.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -62,6 +63,26 @@ class Picture:
 
 
 Item = InputFile | Picture
+
+
+def unique_name(name: str, taken: Callable[[str], bool]) -> str:
+    """``name``, or the first of ``2-name``, ``3-name``, ... that ``taken`` says is free."""
+    final, n = name, 1
+    while taken(final):
+        n += 1
+        final = f"{n}-{name}"
+    return final
+
+
+def result_name(name: str, path: Path) -> str:
+    """The name a file is published (and archived) under: ``<name><suffix>`` unless the file
+    is already called ``name``."""
+    return name if path.name == name else f"{name}{path.suffix}"
+
+
+def output_path(workdir: Path, filename: str) -> Path:
+    """A path for a new file in ``workdir``, numbered like ``unique_name`` if one is there."""
+    return workdir / unique_name(filename, lambda n: (workdir / n).exists())
 
 
 class OpContext(Protocol):

@@ -9,11 +9,10 @@ else deflated. Results of other jobs were fetched by the runtime into ``ctx.reso
 from __future__ import annotations
 
 import zipfile
-from pathlib import Path
 
 from contracts.ops import Archive
 from worker.errors import UsageError
-from worker.ops.api import InputFile, OpContext
+from worker.ops.api import InputFile, OpContext, result_name, unique_name
 
 _STORED = frozenset({"image/jpeg", "image/png", "image/webp", "image/avif", "image/gif"})
 
@@ -32,27 +31,15 @@ def archive(op: Archive, items: list[InputFile], ctx: OpContext) -> list[InputFi
         raise UsageError("the archive would be empty")
     path = ctx.workdir / f"{op.name}.zip"
     seen: set[str] = set()
-    entries = [(item, _entry_name(item)) for item in items] + [(f, f.name) for f in extra]
+    entries = [(item, result_name(item.name, item.path)) for item in items] + [
+        (f, f.name) for f in extra
+    ]
     with zipfile.ZipFile(path, "w", allowZip64=True) as zf:
         for i, (item, name) in enumerate(entries, 1):
-            name = _unique(name, seen)
+            name = unique_name(name, seen.__contains__)
+            seen.add(name)
             compress = zipfile.ZIP_STORED if item.media_type in _STORED else zipfile.ZIP_DEFLATED
             zf.write(item.path, name, compress_type=compress, compresslevel=6)
             ctx.progress(i / len(entries), f"{i} of {len(entries)} entries")
     zipped = InputFile(path=path, media_type="application/zip", name=op.name)
     return [*items, zipped] if op.keep else [zipped]
-
-
-def _entry_name(item: InputFile) -> str:
-    """``<name><suffix>`` as the result is named, unless the file is named so already."""
-    path = Path(item.path)
-    return item.name if path.name == item.name else f"{item.name}{path.suffix}"
-
-
-def _unique(name: str, seen: set[str]) -> str:
-    final, n = name, 1
-    while final in seen:
-        n += 1
-        final = f"{n}-{name}"
-    seen.add(final)
-    return final

@@ -21,6 +21,7 @@ from worker.ops.imaging import (
     check_output,
     colour,
     dimensions,
+    inspect,
     load,
     max_sample,
     needs_alpha,
@@ -39,12 +40,13 @@ _FLIP = {"horizontal": 1, "vertical": 0, "both": -1}
 
 def resize(op: Resize, item: Item, ctx: OpContext) -> Picture:
     """Scale to the op's box with its fit (see ``contracts.ops.Resize``)."""
-    w, h = dimensions(item, ctx, orient=op.auto_orient)
+    info = inspect(item, ctx)
+    w, h = dimensions(item, info, orient=op.auto_orient)
     scaled, box = resize_plan(op, w, h)
     check_output(*scaled, ctx, "the resized image")
     if box is not None:
         check_output(*box, ctx, "the resized image")
-    picture = load(item, ctx, orient=op.auto_orient, target=scaled)
+    picture = load(item, ctx, orient=op.auto_orient, target=scaled, info=info)
     pixels = scale(picture.pixels, scaled, op.interpolation)
     if box is not None and op.fit == "cover":
         pixels = _cut(pixels, _place(box, scaled, op.gravity), box)
@@ -163,18 +165,19 @@ def crop(op: Crop, item: Item, ctx: OpContext) -> Picture:
 def rotate(op: Rotate, item: Item, ctx: OpContext) -> Picture:
     """Rotate clockwise: exact for multiples of 90 degrees, cubic resampling otherwise."""
     angle = op.angle % 360
-    w, h = dimensions(item, ctx, orient=op.auto_orient)
+    info = inspect(item, ctx)
+    w, h = dimensions(item, info, orient=op.auto_orient)
     if angle % 90 == 0:
         turns = {0: None, 90: cv2.ROTATE_90_CLOCKWISE, 180: cv2.ROTATE_180}
         code = turns.get(int(angle), cv2.ROTATE_90_COUNTERCLOCKWISE)
-        picture = load(item, ctx, orient=op.auto_orient)
+        picture = load(item, ctx, orient=op.auto_orient, info=info)
         pixels = picture.pixels if code is None else cv2.rotate(picture.pixels, code)
         return picture.with_pixels(pixels)
     rad = math.radians(angle)
     cos, sin = abs(math.cos(rad)), abs(math.sin(rad))
     size = (math.ceil(w * cos + h * sin), math.ceil(w * sin + h * cos)) if op.expand else (w, h)
     check_output(*size, ctx, f"the canvas of a {op.angle} degree rotation")
-    picture = load(item, ctx, orient=op.auto_orient)
+    picture = load(item, ctx, orient=op.auto_orient, info=info)
     pixels = with_alpha(picture.pixels) if needs_alpha(op.background) else picture.pixels
     matrix = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), -angle, 1.0)
     matrix[0, 2] += (size[0] - w) / 2

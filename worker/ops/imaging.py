@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from pathlib import Path
+from dataclasses import replace
 from typing import Any
 
 import cv2
@@ -34,15 +34,11 @@ from pixfleet.sniff import (
     PNG,
     TIFF,
     WEBP,
-    CorruptImageError,
     ImageInfo,
-    ImageTooLargeError,
-    NotAnImageError,
-    check_complete,
-    inspect_image,
 )
 from worker.errors import FatalError, UsageError
-from worker.ops.api import InputFile, Item, OpContext, Picture
+from worker.ops.api import InputFile, Item, OpContext, Picture, output_path
+from worker.ops.inputs import check_input
 
 DECODABLE = frozenset({JPEG, PNG, WEBP, GIF, BMP, TIFF, AVIF})
 # Formats whose EXIF orientation we apply ourselves (OpenCV ignores it with the flags we
@@ -78,27 +74,19 @@ _ORIENTATION_TAG = 0x0112
 # -- reading ---------------------------------------------------------------------------
 
 
-def inspect(item: InputFile, ctx: OpContext) -> ImageInfo:
-    """Check an input's headers, limits and completeness (the bytes decide its type).
+def inspect(item: Item, ctx: OpContext) -> ImageInfo | None:
+    """Check an input file's headers, limits and completeness; None for a ``Picture``.
+
+    Image operations pass the result to ``dimensions`` and ``load``, so a file's headers are
+    read once per step.
 
     Raises:
-        UsageError: not a supported image, truncated or corrupt, or over a limit.
+        UsageError: not a supported image, truncated or corrupt, over a limit, or not
+            decodable here (FITS).
     """
-    limits = ctx.limits
-    try:
-        info = inspect_image(
-            item.path,
-            max_pixels=limits.max_pixels,
-            max_side=limits.max_side,
-            max_frames=limits.max_frames,
-        )
-        check_complete(item.path, info.media_type)
-    except NotAnImageError as e:
-        raise UsageError(f"input {item.name!r} is not a supported image: {e}") from e
-    except CorruptImageError as e:
-        raise UsageError(f"input {item.name!r} is corrupt or truncated: {e}") from e
-    except ImageTooLargeError as e:
-        raise UsageError(f"input {item.name!r} is too large: {e}") from e
+    if isinstance(item, Picture):
+        return None
+    info = check_input(item, ctx.limits)
     if info.media_type == FITS:
         raise UsageError(
             f"input {item.name!r} is FITS: use the astronomy operations (preview, cutout) "
@@ -109,35 +97,42 @@ def inspect(item: InputFile, ctx: OpContext) -> ImageInfo:
     return info
 
 
-def dimensions(item: Item, ctx: OpContext, *, orient: bool = True) -> tuple[int, int]:
+def dimensions(item: Item, info: ImageInfo | None, *, orient: bool = True) -> tuple[int, int]:
     """Return (width, height) of an item as ``load(item, orient=orient)`` will see it.
 
-    Reads only headers for files. Raises ``UsageError`` as ``inspect`` does.
+    ``info`` is ``inspect(item)``: nothing is read here.
     """
-    if isinstance(item, Picture):
+    if info is None:
+        assert isinstance(item, Picture)
         h, w = item.pixels.shape[:2]
         turned = orient and item.orientation >= 5
     else:
-        info = inspect(item, ctx)
         w, h = info.width or 0, info.height or 0
         turned = orient and info.media_type in _ORIENTED_HERE and info.orientation >= 5
     return (h, w) if turned else (w, h)
 
 
 def load(
-    item: Item, ctx: OpContext, *, orient: bool = True, target: tuple[int, int] | None = None
+    item: Item,
+    ctx: OpContext,
+    *,
+    orient: bool = True,
+    target: tuple[int, int] | None = None,
+    info: ImageInfo | None = None,
 ) -> Picture:
     """Decode an item (a ``Picture`` is returned as it is, oriented if asked).
 
     ``target`` is the (width, height) the caller will scale to, upright: a JPEG is then
-    decoded at the smallest DCT scale still at least that large.
+    decoded at the smallest DCT scale still at least that large. ``info`` is the item's
+    ``inspect`` result when the caller has it (the headers are read otherwise).
 
     Raises:
         UsageError: see ``inspect``, or the decoder refuses the data.
     """
     if isinstance(item, Picture):
         return upright(item) if orient else item
-    info = inspect(item, ctx)
+    info = info or inspect(item, ctx)
+    assert info is not None
     flags = _read_flags(info, target)
     data = np.fromfile(item.path, dtype=np.uint8)
     message = f"input {item.name!r}: cannot decode the {info.media_type} image"
@@ -185,8 +180,8 @@ def _read_flags(info: ImageInfo, target: tuple[int, int] | None) -> int:
 def upright(picture: Picture) -> Picture:
     """Apply the picture's pending EXIF orientation to its pixels."""
     turn = _ORIENT.get(picture.orientation)
-    if turn is None:
-        return picture if picture.orientation == 1 else picture.with_pixels(picture.pixels)
+    if turn is None:  # 1, or a value outside 1-8: nothing to apply
+        return picture if picture.orientation == 1 else replace(picture, orientation=1)
     return picture.with_pixels(turn(picture.pixels), orientation=1)
 
 
@@ -248,17 +243,9 @@ def finish(item: Item, ctx: OpContext, name: str | None = None) -> InputFile:
 def write(picture: Picture, ctx: OpContext, op: Convert, name: str | None = None) -> InputFile:
     """Encode ``picture`` as ``op`` says into ``ctx.workdir``; return the file."""
     ext = EXTENSIONS[op.format]
-    path = _unique(ctx.workdir, f"{name or picture.name}.{ext}")
+    path = output_path(ctx.workdir, f"{name or picture.name}.{ext}")
     path.write_bytes(encode(picture, op))
     return InputFile(path=path, media_type=MEDIA_TYPES[op.format], name=name or picture.name)
-
-
-def _unique(directory: Path, filename: str) -> Path:
-    path, n = directory / filename, 1
-    while path.exists():
-        n += 1
-        path = directory / f"{n}-{filename}"
-    return path
 
 
 def encode(picture: Picture, op: Convert) -> bytes:

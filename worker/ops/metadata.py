@@ -67,16 +67,13 @@ from pixfleet.sniff import (
     PNG,
     TIFF,
     WEBP,
-    CorruptImageError,
     ImageInfo,
-    ImageTooLargeError,
-    NotAnImageError,
-    inspect_image,
 )
 from worker.errors import UsageError
-from worker.ops.api import InputFile, Item, OpContext, Picture
+from worker.ops.api import InputFile, Item, OpContext, Picture, output_path
 from worker.ops.exif import Doc, ExifInfo, read_exif, read_tiff_file_exif
 from worker.ops.fitsinfo import FitsHdu, WcsSummary, fits_hdu, wcs_summary
+from worker.ops.inputs import check_input
 
 SampleFormat = Literal["uint", "int", "float"]
 
@@ -129,7 +126,7 @@ def metadata(op: Metadata, item: Item, ctx: OpContext) -> InputFile:
     if isinstance(item, Picture):
         doc = _describe_picture(op, item)
     else:
-        info = _inspect(item, ctx.limits)
+        info = check_input(item, ctx.limits)
         if info.media_type == FITS:
             doc = _describe_fits(op, item, info)
         else:
@@ -145,22 +142,7 @@ def metadata(op: Metadata, item: Item, ctx: OpContext) -> InputFile:
 def _unique(directory: Path, name: str) -> Path:
     # Names of earlier jobs' results look like "<job>/<name>": keep the file in the workdir.
     stem = name.replace("/", "_").replace("\\", "_").lstrip(".") or "metadata"
-    path, n = directory / f"{stem}.json", 1
-    while path.exists():
-        n += 1
-        path = directory / f"{n}-{stem}.json"
-    return path
-
-
-def _inspect(item: InputFile, limits: LimitsSettings) -> ImageInfo:
-    try:
-        return inspect_image(item.path, max_pixels=limits.max_pixels, max_side=limits.max_side)
-    except NotAnImageError as e:
-        raise UsageError(f"input {item.name!r} is not a supported image: {e}") from e
-    except CorruptImageError as e:
-        raise UsageError(f"input {item.name!r} has a corrupt header: {e}") from e
-    except ImageTooLargeError as e:
-        raise UsageError(f"input {item.name!r} is too large: {e}") from e
+    return output_path(directory, f"{stem}.json")
 
 
 # -- pictures and raster files -----------------------------------------------------------

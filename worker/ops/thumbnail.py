@@ -11,7 +11,7 @@ from __future__ import annotations
 from contracts.ops import Convert, Thumbnail
 from worker.ops.api import InputFile, Item, OpContext
 from worker.ops.geometry import scale
-from worker.ops.imaging import dimensions, load, upright, write
+from worker.ops.imaging import dimensions, inspect, load, upright, write
 
 
 def thumbnail(op: Thumbnail, item: Item, ctx: OpContext) -> InputFile:
@@ -23,8 +23,9 @@ def thumbnail(op: Thumbnail, item: Item, ctx: OpContext) -> InputFile:
     Raises:
         UsageError: the input is not a supported image, is corrupt, or exceeds the limits.
     """
-    target = target_size(*dimensions(item, ctx), op.size)
-    picture = load(item, ctx, orient=False, target=target)
+    info = inspect(item, ctx)
+    target = target_size(*dimensions(item, info), op.size)
+    picture = load(item, ctx, orient=False, target=target, info=info)
     h, w = picture.pixels.shape[:2]
     tw, th = target
     if (w - h) * (tw - th) < 0:  # still stored turned (EXIF 5-8): so is the target

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any, Protocol
 
-from contracts.ops import Branch, Op
+from contracts.ops import Branch, Op, tag_of
 from worker.errors import UsageError
 from worker.ops.api import InputFile, Item, OpContext, Picture
 
@@ -80,7 +80,7 @@ def _steps(
         if type(op).scope != "item":
             files = resolve(type(op).impl)(op, [_finish(item, ctx)], ctx)
             if len(files) != 1:
-                raise UsageError(f"{_tag(op)} cannot be used inside a branch")
+                raise UsageError(f"{tag_of(op)} cannot be used inside a branch")
             item = files[0]
             continue
         item = resolve(type(op).impl)(op, item, ctx)
@@ -98,15 +98,11 @@ def _branch(
     k = 0
     for item in items:
         for name, steps in branches:
-            named = _rename(item, f"{item.name}.{name}")
+            named = replace(item, name=f"{item.name}.{name}")
             done = _steps(steps, named, ctx, start + span * k / total, span / total)
             out.append(_finish(done, ctx))  # encode now: the pixels of a branch can go
             k += 1
     return out
-
-
-def _rename(item: Item, name: str) -> Item:
-    return replace(item, name=name)
 
 
 def _finish(item: Item, ctx: OpContext) -> InputFile:
@@ -115,7 +111,3 @@ def _finish(item: Item, ctx: OpContext) -> InputFile:
 
         return finish(item, ctx)
     return item
-
-
-def _tag(op: Op) -> str:
-    return str(type(op).__struct_config__.tag)

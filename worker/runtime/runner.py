@@ -35,7 +35,7 @@ from contracts.messages import JobMessage
 from contracts.ops import ResultRef
 from pixfleet.broker import LiveChannel, job_message, retry_delay
 from pixfleet.store import ObjectNotFoundError, ObjectStore
-from worker.ops.api import InputFile
+from worker.ops.api import InputFile, result_name, unique_name
 from worker.runtime.child import ChildTask
 from worker.runtime.jobstore import Claim, WorkerJobStore
 from worker.runtime.progress import ProgressReporter, publish_event
@@ -266,13 +266,11 @@ class JobRunner:
     async def _store_results(
         self, claim: Claim, outputs: list[tuple[str, str, str]]
     ) -> list[ResultItem]:
-        results, seen = [], set()
+        results: list[ResultItem] = []
+        seen: set[str] = set()
         for path, name, media_type in outputs:
-            base = _file_name(name, path) if name else Path(path).name
-            final, n = base, 1
-            while final in seen:
-                n += 1
-                final = f"{n}-{base}"
+            base = result_name(name, Path(path)) if name else Path(path).name
+            final = unique_name(base, seen.__contains__)
             seen.add(final)
             stored = await self.store.put_file(
                 names.result_object(claim.job_id, final), Path(path), media_type
@@ -398,8 +396,3 @@ def _flatten(step: _Step) -> list[_Step]:
     if step.branches is None:
         return [step]
     return [s for branch in step.branches for s in branch.pipeline]
-
-
-def _file_name(name: str, path: str) -> str:
-    file = Path(path)
-    return name if file.name == name else f"{name}{file.suffix}"
