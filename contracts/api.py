@@ -12,6 +12,7 @@ from uuid import UUID
 
 import msgspec
 
+from contracts.astro import DatasetId
 from contracts.jobs import PriorityClass
 from contracts.ops import Op
 
@@ -29,7 +30,12 @@ class JobRequest(msgspec.Struct, Generic[OpT], forbid_unknown_fields=True, kw_on
     """
 
     inputs: Annotated[list[UUID], msgspec.Meta(description="Upload ids")] = []
-    """Empty only for a pipeline of one ``archive`` of earlier results."""
+    """Empty (with no ``datasets``) only for a pipeline of one ``archive`` of earlier results."""
+    datasets: Annotated[
+        list[DatasetId],
+        msgspec.Meta(max_length=1000, description="Dataset ids (the SODA ID), after the uploads"),
+    ] = []
+    """Catalogue datasets (``GET /v1/datasets``) used as inputs after the uploads, in order."""
     pipeline: Annotated[list[OpT], msgspec.Meta(min_length=1)]
     """Applied to each input in order; may end in a ``branch`` and then an ``archive``."""
     priority: PriorityClass = PriorityClass.normal

@@ -23,37 +23,15 @@ from uuid import UUID
 
 import msgspec
 
+from contracts.astro import ASTRO_OPS
 from contracts.jobs import Pool
+from contracts.opbase import Colour, Kind, Op, Scope, Side
 
 OpT = TypeVar("OpT")
-
-Kind = Literal["image", "document", "any"]
-"""``image``: an encoded image file or decoded pixels; ``document``: any other file (JSON,
-zip); ``any``: either."""
-Scope = Literal["item", "job"]
-
-
-class Op(msgspec.Struct, tag_field="op", forbid_unknown_fields=True, kw_only=True, frozen=True):
-    """Base of every operation."""
-
-    pool: ClassVar[Pool] = Pool.standard
-    impl: ClassVar[str] = ""
-    consumes: ClassVar[Kind] = "image"
-    produces: ClassVar[Kind] = "image"
-    scope: ClassVar[Scope] = "item"
-
 
 ImageFormat = Literal["jpeg", "png", "webp", "tiff", "avif"]
 ThumbnailFormat = Literal["jpeg", "png", "webp", "avif"]
 Quality = Annotated[int, msgspec.Meta(ge=1, le=100, description="Encoder quality, 1 to 100")]
-Side = Annotated[int, msgspec.Meta(ge=1, le=65_535, description="Pixels")]
-Colour = Annotated[
-    str,
-    msgspec.Meta(
-        pattern=r"^#(?:[0-9a-fA-F]{6}|[0-9a-fA-F]{8})$",
-        description="Background colour, #rrggbb or #rrggbbaa",
-    ),
-]
 Gravity = Literal[
     "centre", "north", "south", "east", "west", "northeast", "northwest", "southeast", "southwest"
 ]
@@ -193,6 +171,7 @@ class Metadata(Op, tag="metadata", frozen=True):
     """
 
     impl: ClassVar[str] = "worker.ops.metadata:metadata"
+    consumes: ClassVar[Kind | tuple[Kind, ...]] = ("image", "fits")
     produces: ClassVar[Kind] = "document"
 
     exif: bool = True
@@ -314,7 +293,7 @@ class Archive(Op, tag="archive", frozen=True):
     """
 
     impl: ClassVar[str] = "worker.ops.archive:archive"
-    consumes: ClassVar[Kind] = "any"
+    consumes: ClassVar[Kind | tuple[Kind, ...]] = "any"
     produces: ClassVar[Kind] = "document"
     scope: ClassVar[Scope] = "job"
 
@@ -341,7 +320,7 @@ class Branch(Op, Generic[OpT], tag="branch", frozen=True):
     """
 
     impl: ClassVar[str] = "-"
-    consumes: ClassVar[Kind] = "any"
+    consumes: ClassVar[Kind | tuple[Kind, ...]] = "any"
     produces: ClassVar[Kind] = "any"
 
     branches: Annotated[list[NamedPipeline[OpT]], msgspec.Meta(min_length=1, max_length=16)]
@@ -364,6 +343,7 @@ BUILTIN_OPS: tuple[type[Op], ...] = (
     Denoise,
     Model,
     Archive,
+    *ASTRO_OPS,
 )
 
 _POOL_WEIGHT = {Pool.standard: 0, Pool.heavy: 1}

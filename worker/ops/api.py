@@ -117,3 +117,24 @@ class LocalContext:
         """Record a progress report."""
         start, span = self._weight
         self.events.append((start + span * min(1.0, max(0.0, fraction)), message))
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One task of a fanned-out operation (see ``contracts.ops.FanOut``)."""
+
+    inputs: tuple[int, ...]
+    """Indexes of the job's input files the task reads."""
+    payload: bytes = b""
+    """What the task needs beyond its inputs (encoded by the operation, opaque to the runtime)."""
+    label: str = ""
+    """Names the task in progress and errors, e.g. the input's name."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a fanned-out operation's ``plan`` returns: a shared state for every task and for
+    ``combine``, and the tasks in order."""
+
+    shared: bytes
+    tasks: list[TaskSpec]
