@@ -14,7 +14,7 @@ import msgspec
 
 from contracts.astro import DatasetId
 from contracts.jobs import PriorityClass
-from contracts.ops import Op
+from contracts.opbase import Op
 
 OpT = TypeVar("OpT")
 

@@ -23,6 +23,9 @@ class JobMessage(msgspec.Struct, kw_only=True):
     priority: int = 2
     attempt: int = 0
     """Attempts already made when this message was published (0 on first publish)."""
+    task: int | None = None
+    """A task of a fanned-out job (its number); None for the job itself (its first run, or
+    its combine step once every task is done)."""
 
 
 class ControlMessage(msgspec.Struct, kw_only=True):

@@ -63,3 +63,13 @@ def result_prefix(job_id: UUID | str) -> str:
 def result_object(job_id: UUID | str, name: str) -> str:
     """Object-store key of a job result."""
     return f"results/{job_id}/{name}"
+
+
+def work_prefix(job_id: UUID | str) -> str:
+    """Object-store prefix of a fanned-out job's intermediate files (deleted when it ends)."""
+    return f"work/{job_id}/"
+
+
+def task_object(job_id: UUID | str, task: int, name: str) -> str:
+    """Object-store key of a file a task of a fanned-out job wrote."""
+    return f"work/{job_id}/{task}/{name}"

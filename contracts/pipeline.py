@@ -11,13 +11,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from contracts.api import FieldError
-from contracts.ops import Archive, Branch, Kind, Op, tag_of
+from contracts.opbase import Kind, Op
+from contracts.ops import Archive, Branch, tag_of
 
 
 def check_pipeline(
-    pipeline: Sequence[Op], n_inputs: int, *, max_steps: int, max_outputs: int
+    pipeline: Sequence[Op],
+    n_inputs: int,
+    *,
+    max_steps: int,
+    max_outputs: int,
+    inputs_kind: Kind = "image",
 ) -> list[FieldError]:
-    """Return what is wrong with a pipeline over ``n_inputs`` inputs (empty when it is fine)."""
+    """Return what is wrong with a pipeline over ``n_inputs`` inputs of ``inputs_kind``
+    (``any`` when they differ) (empty when it is fine)."""
     problems: list[FieldError] = []
     n_steps = sum(
         sum(len(b.pipeline) for b in op.branches) if isinstance(op, Branch) else 1
@@ -25,11 +32,19 @@ def check_pipeline(
     )
     if n_steps > max_steps:
         problems.append(FieldError(message=f"at most {max_steps} operations", path="$.pipeline"))
-    kind: Kind = "image"
+    kind: Kind = inputs_kind
     outputs = peak = n_inputs
     last = len(pipeline) - 1
+    if pipeline and (wrong := pipeline[0].check_inputs(n_inputs)):
+        problems.append(FieldError(message=wrong, path="$.inputs"))
     for i, op in enumerate(pipeline):
         path = f"$.pipeline[{i}]"
+        if type(op).fanout is not None and len(pipeline) > 1:
+            problems.append(
+                FieldError(message=f"{tag_of(op)} must be the only step of its job", path=path)
+            )
+        if i > 0 and type(op).scope == "job" and op.check_inputs(outputs):
+            problems.append(FieldError(message=str(op.check_inputs(outputs)), path=path))
         if isinstance(op, Archive):
             if i != last:
                 problems.append(FieldError(message="archive must be the last step", path=path))
@@ -48,6 +63,9 @@ def check_pipeline(
             continue
         problems += _chain([op], kind, path, first=i)
         kind = _after(op, kind)
+        per_input = op.outputs_per_input()
+        outputs = outputs * per_input if per_input else 1
+        peak = max(peak, outputs)
     if n_inputs == 0 and not _archive_of_results(pipeline):
         problems.append(
             FieldError(
@@ -75,11 +93,13 @@ def _chain(
             problems.append(FieldError(message="archive cannot be used in a branch", path=where))
             continue
         takes = type(op).consumes
-        if takes != "any" and kind != "any" and takes != kind:
+        accepted = takes if isinstance(takes, tuple) else (takes,)
+        if "any" not in accepted and kind != "any" and kind not in accepted:
+            before = "the inputs are" if first == 0 else "the step before it produces"
             problems.append(
                 FieldError(
-                    message=f"{tag_of(op)} needs {_a(takes)}, "
-                    f"but the step before it produces {_a(kind)}",
+                    message=f"{tag_of(op)} needs {' or '.join(_a(k) for k in accepted)}, "
+                    f"but {before} {_a(kind)}",
                     path=where,
                 )
             )
@@ -97,4 +117,4 @@ def _archive_of_results(pipeline: Sequence[Op]) -> bool:
 
 
 def _a(kind: str) -> str:
-    return f"an {kind}" if kind[0] in "aeiou" else f"a {kind}"
+    return {"image": "an image", "fits": "a FITS file", "any": "any file"}.get(kind, f"a {kind}")

@@ -186,7 +186,9 @@ class _Converter:
         name = ref.removeprefix(_PREFIX)
         return _PREFIX + self.renames.get(name, name)
 
-    def schema(self, node: Mapping[str, Any]) -> Schema | Reference:
+    def schema(self, node: Mapping[str, Any] | bool) -> Schema | Reference:
+        if isinstance(node, bool):  # JSON Schema's true/false (e.g. "items": false of tuples)
+            return Schema() if node else Schema(schema_not=Schema())
         if "$ref" in node:
             ref = Reference(self.ref(node["$ref"]))
             rest = {k: v for k, v in node.items() if k != "$ref"}

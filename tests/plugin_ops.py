@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from contracts.jobs import Pool
-from contracts.ops import Kind, Op, Scope
+from contracts.opbase import FanOut, Kind, Op, Scope
 
 
 class JobOp(Op):
@@ -50,4 +50,22 @@ class HeavySlow(JobOp, tag="test_heavy_slow"):
     marker: str = ""
 
 
-OPS = (Slow, Flaky, Crash, HeavySlow)
+class Fan(JobOp, tag="test_fan"):
+    """Fan out one task per input; each task writes its input's size, the combine step their
+    sum. ``seconds`` makes each task (``combine_seconds`` the combine) sleep; ``markers``
+    (a folder) gets a file per task start (``task-<n>-<pid>``) and per combine run
+    (``combine-<pid>``); task number ``fail`` raises a usage error."""
+
+    impl: ClassVar[str] = "tests.plugin_ops_impl:fan_plan"
+    fanout: ClassVar[FanOut | None] = FanOut(
+        plan="tests.plugin_ops_impl:fan_plan",
+        task="tests.plugin_ops_impl:fan_task",
+        combine="tests.plugin_ops_impl:fan_combine",
+    )
+    seconds: float = 0.0
+    combine_seconds: float = 0.0
+    markers: str = ""
+    fail: int | None = None
+
+
+OPS = (Slow, Flaky, Crash, HeavySlow, Fan)

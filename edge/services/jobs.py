@@ -11,7 +11,7 @@ import hashlib
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 from uuid import UUID
 
 import msgspec
@@ -21,7 +21,8 @@ from contracts import names
 from contracts.api import FieldError, JobRequest
 from contracts.jobs import JobEvent, JobSnapshot, Phase, amqp_priority
 from contracts.messages import ControlMessage, JobMessage
-from contracts.ops import Model, Op, OpCatalog, steps
+from contracts.opbase import Op
+from contracts.ops import Model, OpCatalog, steps
 from contracts.pipeline import check_pipeline
 from edge.errors import (
     IdempotencyInFlightError,
@@ -41,6 +42,7 @@ from edge.store.jobs import JobStore, NewJob
 from edge.store.uploads import UploadStore
 from pixfleet.ids import uuid7
 from pixfleet.models import get_models
+from pixfleet.sniff import FITS
 
 _PENDING_GRACE = 30.0  # seconds after which an idempotency key with no job row is stale
 
@@ -55,6 +57,12 @@ def validation_error(e: msgspec.ValidationError) -> InvalidRequestError:
     )
 
 
+class DatasetLookup(Protocol):
+    async def visible(self, owner: str, ids: Sequence[str]) -> set[str]:
+        """The ids among ``ids`` that ``owner`` may use (public or their own)."""
+        ...
+
+
 class JobService:
     """Everything the jobs API decides."""
 
@@ -66,8 +74,10 @@ class JobService:
         uploads: UploadStore,
         redis: aioredis.Redis,
         outbox: Outbox,
+        datasets: DatasetLookup,
     ) -> None:
         self.settings = settings
+        self.datasets = datasets
         self.catalog = catalog
         self.jobs = jobs
         self.uploads = uploads
@@ -84,8 +94,8 @@ class JobService:
         self._claims: GroupCommit[tuple[str, str], bytes | None] = GroupCommit(
             self._claim_many, max_batch=settings.insert_batch
         )
-        # Uploads never change owner once written: remember (owner, id) -> expiry.
-        self._owned: dict[tuple[str, UUID], datetime] = {}
+        # Uploads never change owner once written: remember (owner, id) -> (expiry, type).
+        self._owned: dict[tuple[str, UUID], tuple[datetime, str]] = {}
 
     def start(self) -> None:
         self._inserts.start()
@@ -125,9 +135,10 @@ class JobService:
             problems.append(FieldError(message=f"at most {s.max_inputs} inputs", path="$.inputs"))
         problems += check_pipeline(
             req.pipeline,
-            len(req.inputs),
+            len(req.inputs) + len(req.datasets),
             max_steps=s.max_pipeline,
             max_outputs=s.limits.max_outputs,
+            inputs_kind="fits" if req.datasets and not req.inputs else "any",
         )
         if req.execution_duration and req.execution_duration > s.max_execution_duration:
             problems.append(
@@ -163,14 +174,18 @@ class JobService:
                     ],
                 )
 
-    async def _check_inputs(self, owner: str, inputs: Sequence[UUID], now: datetime) -> None:
-        missing = [u for u in inputs if (exp := self._owned.get((owner, u))) is None or exp <= now]
+    async def _check_inputs(self, owner: str, req: Any, now: datetime) -> None:
+        """Refuse uploads that are not the owner's (or expired) and datasets the owner cannot
+        see; then check that the pipeline takes the kind of files the inputs are."""
+        inputs: Sequence[UUID] = req.inputs
+        known = {u: v for u in inputs if (v := self._owned.get((owner, u))) and v[0] > now}
+        missing = [u for u in inputs if u not in known]
         if missing:
             found = await self.uploads.owned(owner, missing)
             if len(self._owned) > 100_000:
                 self._owned.clear()
-            for upload_id, expires_at in found.items():
-                self._owned[(owner, upload_id)] = expires_at
+            for upload_id, value in found.items():
+                self._owned[(owner, upload_id)] = known[upload_id] = value
             unknown = [str(u) for u in missing if u not in found]
             if unknown:
                 raise UnknownUploadError(
@@ -178,6 +193,33 @@ class JobService:
                     errors=[
                         FieldError(message=f"unknown upload {u}", path="$.inputs") for u in unknown
                     ],
+                )
+        if req.datasets:
+            visible = await self.datasets.visible(owner, req.datasets)
+            unseen = [d for d in req.datasets if d not in visible]
+            if unseen:
+                raise UnknownUploadError(
+                    f"unknown dataset(s): {', '.join(unseen)}",
+                    errors=[
+                        FieldError(message=f"unknown dataset {d}", path="$.datasets")
+                        for d in unseen
+                    ],
+                )
+        kinds = {"fits" if known[u][1] == FITS else "image" for u in inputs}
+        if req.datasets:
+            kinds.add("fits")
+        if len(kinds) == 1:
+            problems = check_pipeline(
+                req.pipeline,
+                len(inputs) + len(req.datasets),
+                max_steps=self.settings.max_pipeline,
+                max_outputs=self.settings.limits.max_outputs,
+                inputs_kind=kinds.pop(),  # type: ignore[arg-type]  # "fits" or "image"
+            )
+            if problems:
+                raise InvalidRequestError(
+                    "the pipeline does not take the kind of files the inputs are",
+                    errors=problems,
                 )
 
     async def submit(
@@ -197,7 +239,7 @@ class JobService:
                 headers={"Retry-After": str(self.settings.retry_after)},
             )
         now = datetime.now(UTC)
-        await self._check_inputs(owner, req.inputs, now)
+        await self._check_inputs(owner, req, now)
         await self._check_models(req.pipeline)
         encoded = self._encoder.encode(req)
         digest = hashlib.sha256(encoded).digest()

@@ -223,6 +223,7 @@ class Outbox:
         expired = await self.jobs.expired(limit=100)
         for job_id in expired:
             await self.store.delete_prefix(names.result_prefix(job_id))
+            await self.store.delete_prefix(names.work_prefix(job_id))  # a fan-out's leftovers
         if expired:
             await self.jobs.archive(expired)
         uploads = await self.uploads.expired(limit=100)

@@ -51,15 +51,16 @@ class UploadStore:
             owner,
         )
 
-    async def owned(self, owner: str, ids: Sequence[UUID]) -> dict[UUID, datetime]:
-        """Return {id: expires_at} of the given uploads that belong to ``owner`` and live."""
+    async def owned(self, owner: str, ids: Sequence[UUID]) -> dict[UUID, tuple[datetime, str]]:
+        """Return {id: (expires_at, media type)} of the given uploads that belong to ``owner``
+        and live."""
         rows = await self.pool.fetch(
-            "SELECT id, expires_at FROM uploads"
+            "SELECT id, expires_at, media_type FROM uploads"
             " WHERE owner = $1 AND id = ANY($2::uuid[]) AND expires_at > now()",
             owner,
             list(ids),
         )
-        return {r[0]: r[1] for r in rows}
+        return {r[0]: (r[1], r[2]) for r in rows}
 
     async def expired(self, *, limit: int) -> list[asyncpg.Record]:
         return await self.pool.fetch(

@@ -22,6 +22,7 @@ from PIL import Image, ImageCms, ImageOps, PngImagePlugin
 from PIL.ExifTags import IFD
 from scipy.ndimage import median_filter
 
+from contracts.opbase import Op
 from contracts.ops import (
     Archive,
     Branch,
@@ -33,7 +34,6 @@ from contracts.ops import (
     Gravity,
     ImageFormat,
     NamedPipeline,
-    Op,
     Resize,
     Rotate,
 )

@@ -17,7 +17,8 @@ from litestar.openapi import OpenAPIConfig
 from contracts import api
 from contracts.api import JobRequest, Problem
 from contracts.jobs import JobSnapshot
-from contracts.ops import BUILTIN_OPS, Op, OpCatalog
+from contracts.opbase import Op
+from contracts.ops import BUILTIN_OPS, OpCatalog
 from contracts.schema import generic_name
 from edge import app as edge_app
 from edge.app import create_app
@@ -143,7 +144,11 @@ def test_every_ref_resolves(plugins: list[str]) -> None:
 
 def _as_documented(node: Any, renames: dict[str, str]) -> Any:
     """msgspec's schema after the conversion's documented changes: renamed components,
-    ``$ref`` with siblings as ``allOf``, no ``default: null``."""
+    ``$ref`` with siblings as ``allOf``, no ``default: null``, boolean schemas as objects."""
+    if isinstance(node, dict) and node.get("items") is False:  # a tuple's "no more items"
+        node = {**node, "items": {"not": {}}}
+    if isinstance(node, dict) and isinstance(node.get("default"), dict):  # nulls are omitted
+        node = {**node, "default": {k: v for k, v in node["default"].items() if v is not None}}
     if isinstance(node, list):
         return [_as_documented(v, renames) for v in node]
     if not isinstance(node, dict):

@@ -10,7 +10,8 @@ import pytest
 
 from contracts.api import FieldError
 from contracts.jobs import Pool
-from contracts.ops import Archive, Branch, Op, OpCatalog, Resize
+from contracts.opbase import Op
+from contracts.ops import Archive, Branch, OpCatalog, Resize
 from contracts.pipeline import check_pipeline
 
 CATALOG = OpCatalog()

@@ -31,7 +31,9 @@ class InputFile:
     media_type: str
     """What the uploader or the previous step declared; operations sniff the bytes anyway."""
     name: str
-    """A short stem for output names, e.g. the upload id."""
+    """A short stem for output names, e.g. the upload id (safe as a file name)."""
+    source: str = ""
+    """The id the file came from (upload id, dataset id) for provenance; "" if not an input."""
 
 
 OutputFile = InputFile

@@ -22,7 +22,8 @@ from typing import Any
 
 import msgspec
 
-from contracts.ops import Op, OpCatalog
+from contracts.opbase import Op
+from contracts.ops import OpCatalog
 from contracts.settings import LimitsSettings
 
 PR_SET_PDEATHSIG = 1
@@ -41,10 +42,17 @@ class ChildConfig:
 class ChildTask:
     job_id: str
     pipeline: bytes
-    inputs: list[tuple[str, str, str]]  # (path, media type, name)
+    inputs: list[tuple[str, str, str, str]]  # (path, media type, name, source id)
     workdir: str
     resources: dict[str, Any] = field(default_factory=dict)
     """What the runtime fetched for the operations (models, results of other jobs)."""
+    kind: str = "pipeline"
+    """``pipeline``; or, for a fanned-out operation (the pipeline's only step), ``plan``,
+    ``task`` (with ``shared`` and ``payload``) or ``combine`` (with ``shared`` and ``parts``)."""
+    shared: bytes = b""
+    payload: bytes = b""
+    parts: list[list[tuple[str, str, str]]] = field(default_factory=list)
+    """Each task's files (path, media type, name), in task order, for ``combine``."""
 
 
 @dataclass
@@ -77,14 +85,31 @@ def _limit_self(config: ChildConfig) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
-def _run(task: ChildTask, decoder: Any, ctx: _Context) -> list[tuple[str, str, str]]:
+def _run(task: ChildTask, decoder: Any, ctx: _Context) -> Any:
     from worker.ops.api import InputFile
-    from worker.runtime.pipeline import run_pipeline
+    from worker.runtime.pipeline import resolve, run_pipeline
 
     pipeline: list[Op] = decoder.decode(task.pipeline)
-    files = [InputFile(path=Path(p), media_type=m, name=n) for p, m, n in task.inputs]
+    files = [InputFile(path=Path(p), media_type=m, name=n, source=s) for p, m, n, s in task.inputs]
     ctx.workdir.mkdir(parents=True, exist_ok=True)
-    outputs = run_pipeline(pipeline, files, ctx)
+    if task.kind == "pipeline":
+        outputs = run_pipeline(pipeline, files, ctx)
+    else:
+        op = pipeline[0]
+        fan = type(op).fanout
+        if fan is None:
+            raise TypeError(f"{type(op).__name__} does not fan out")
+        if task.kind == "plan":
+            plan = resolve(fan.plan)(op, files, ctx)
+            return (plan.shared, [(list(t.inputs), t.payload, t.label) for t in plan.tasks])
+        if task.kind == "task":
+            outputs = resolve(fan.task)(op, task.shared, task.payload, files, ctx)
+        else:
+            parts = [
+                [InputFile(path=Path(p), media_type=m, name=n) for p, m, n in part]
+                for part in task.parts
+            ]
+            outputs = resolve(fan.combine)(op, task.shared, parts, ctx)
     return [(str(f.path), f.name, f.media_type) for f in outputs]
 
 

@@ -21,11 +21,19 @@ class Claim(msgspec.Struct, kw_only=True):
     execution_duration: int
     request: str
     priority: int
+    stage: str | None = None
+    """``combine`` when this claim is a fanned-out job's combine step."""
+    plan: bytes | None = None
+    """The fanned-out operation's shared state (with ``stage == "combine"``)."""
+    tasks_total: int = 0
 
 
 class JobState(msgspec.Struct, kw_only=True):
     phase: str
     lease_remaining: float | None
+    stage: str | None = None
+    tasks_done: int = 0
+    tasks_total: int = 0
 
 
 class WorkerJobStore:
@@ -35,15 +43,21 @@ class WorkerJobStore:
         self.pool = pool
 
     async def claim(self, job_id: UUID, token: UUID, worker: str, lease: float) -> Claim | None:
-        """Take a queued job, or one whose lease expired; None when it is not ours to run."""
+        """Take a queued job, one whose lease expired, or a fanned-out job whose tasks are all
+        done (its combine step); None when it is not ours to run."""
         row = await self.pool.fetchrow(
             "UPDATE jobs SET phase = 'EXECUTING', attempts = attempts + 1, lease_token = $2,"
             " lease_expires_at = now() + make_interval(secs => $3), worker = $4,"
             " started_at = coalesce(started_at, now()), enqueued_at = coalesce(enqueued_at, now()),"
-            " progress = 0, progress_message = NULL"
+            " stage = CASE WHEN stage = 'tasks' THEN 'combine' ELSE stage END,"
+            " progress = CASE WHEN stage IS NULL THEN 0 ELSE progress END,"
+            " progress_message = CASE WHEN stage IS NULL THEN NULL ELSE 'combining' END"
             " WHERE id = $1 AND (phase = 'QUEUED'"
-            "   OR (phase = 'EXECUTING' AND lease_expires_at < now()))"
-            " RETURNING id, owner, attempts, execution_duration, request, priority",
+            "   OR (phase = 'EXECUTING' AND lease_expires_at < now())"
+            "   OR (phase = 'EXECUTING' AND stage = 'tasks' AND lease_token IS NULL"
+            "       AND tasks_done = tasks_total))"
+            " RETURNING id, owner, attempts, execution_duration, request, priority, stage, plan,"
+            " tasks_total",
             job_id,
             token,
             lease,
@@ -59,17 +73,26 @@ class WorkerJobStore:
             execution_duration=row["execution_duration"],
             request=row["request"],
             priority=row["priority"],
+            stage=row["stage"],
+            plan=row["plan"],
+            tasks_total=row["tasks_total"],
         )
 
     async def state(self, job_id: UUID) -> JobState | None:
         row = await self.pool.fetchrow(
-            "SELECT phase, extract(epoch FROM lease_expires_at - now())::float8 AS remaining"
-            " FROM jobs WHERE id = $1",
+            "SELECT phase, extract(epoch FROM lease_expires_at - now())::float8 AS remaining,"
+            " stage, tasks_done, tasks_total FROM jobs WHERE id = $1",
             job_id,
         )
         if row is None:
             return None
-        return JobState(phase=row["phase"], lease_remaining=row["remaining"])
+        return JobState(
+            phase=row["phase"],
+            lease_remaining=row["remaining"],
+            stage=row["stage"],
+            tasks_done=row["tasks_done"],
+            tasks_total=row["tasks_total"],
+        )
 
     async def renew(self, claim: Claim, lease: float) -> bool:
         """Extend the lease; False when the job is no longer ours (aborted or taken over)."""

@@ -17,7 +17,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any, Protocol
 
-from contracts.ops import Branch, Op, tag_of
+from contracts.opbase import Op
+from contracts.ops import Branch, tag_of
 from worker.errors import UsageError
 from worker.ops.api import InputFile, Item, OpContext, Picture
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import shutil
 import uuid
 from dataclasses import dataclass, field
@@ -32,11 +33,12 @@ from contracts import names
 from contracts.api import JobRequest
 from contracts.jobs import FINAL_PHASES, ErrorDocument, JobEvent, Phase, ResultItem
 from contracts.messages import JobMessage
-from contracts.ops import ResultRef
+from contracts.ops import OpCatalog, ResultRef
 from pixfleet.broker import LiveChannel, job_message, retry_delay
 from pixfleet.store import ObjectNotFoundError, ObjectStore
 from worker.ops.api import InputFile, result_name, unique_name
 from worker.runtime.child import ChildTask
+from worker.runtime.fanout import FanOutRunner
 from worker.runtime.jobstore import Claim, WorkerJobStore
 from worker.runtime.progress import ProgressReporter, publish_event
 from worker.runtime.slots import ChildCrashedError, OpFailedError, SlotPool, SlotStoppedError
@@ -100,6 +102,8 @@ class JobRunner:
         self.running: dict[UUID, Running] = {}
         self.scratch = Path(settings.scratch_dir)
         self.shutting_down = False
+        self.catalog = OpCatalog.with_plugins(settings.op_plugins)
+        self.fanout = FanOutRunner(self)
 
     # -- entry point -------------------------------------------------------------------
 
@@ -112,7 +116,10 @@ class JobRunner:
             await message.reject(requeue=False)
             return
         try:
-            await self._handle(message, msg)
+            if msg.task is not None:
+                await self.fanout.handle_task(message, msg)
+            else:
+                await self._handle(message, msg)
         except asyncio.CancelledError:
             raise
         except Exception as e:  # an outage mid-way: let the broker redeliver later
@@ -145,12 +152,17 @@ class JobRunner:
         if state is None or Phase(state.phase) in FINAL_PHASES or state.phase == "QUEUED":
             await message.ack()  # a duplicate, or the job ended/was aborted: drop it
             return
+        if state.stage == "tasks" and state.lease_remaining is None:
+            # Its tasks run: the planner may have died before publishing all of them.
+            await self.fanout.republish_queued(msg.job_id, msg.pool, msg.priority)
+            await message.ack()
+            return
         # EXECUTING under a live lease: its holder may be alive (duplicate) or dead (this is
         # the redelivery after its crash). Look again once the lease could have expired.
         remaining = max(state.lease_remaining or 0.0, 0.0)
         delays = self.settings.rabbit.retry_delays
         level = next((i for i, d in enumerate(delays, 1) if d >= remaining), len(delays))
-        await self._publish_retry(msg, level)
+        await self.publish_retry(msg, level)
         await message.ack()
 
     # -- running -----------------------------------------------------------------------
@@ -160,7 +172,15 @@ class JobRunner:
     ) -> None:
         s, claim = self.settings, running.claim
         try:
-            task = await self._prepare(claim)
+            ops = self._ops(claim)
+            if claim.stage == "combine":
+                task = await self._prepare(claim, kind="combine")
+                task = await self.fanout.combine_task(claim, task, Path(task.workdir).parent)
+            else:
+                task = await self._prepare(claim)
+                if len(ops) == 1 and ops[0].fanout is not None:
+                    await self.fanout.plan(message, claim, ops[0].pool, task, running)
+                    return
             reporter = ProgressReporter(
                 claim,
                 self.redis,
@@ -169,12 +189,23 @@ class JobRunner:
                 s.progress_interval,
                 s.progress_db_interval,
             )
+            on_progress: Any = reporter
+            if claim.stage == "combine":  # the tasks made the first n / (n + 1) of the job
+                n = claim.tasks_total
+
+                def on_progress(fraction: float, text: str | None) -> None:
+                    reporter((n + fraction) / (n + 1), text or "combining")
+
             async with self.slots.borrow() as slot:
                 outputs = await slot.run(
-                    task, timeout=claim.execution_duration, stop=running.stop, on_progress=reporter
+                    task,
+                    timeout=claim.execution_duration,
+                    stop=running.stop,
+                    on_progress=on_progress,
                 )
             await reporter.drain()
             results = await self._store_results(claim, outputs)
+            await self._after(claim, ops, outputs)
         except OpFailedError as e:
             await self._failed(message, msg, claim, e.code, e.message, e.detail)
             return
@@ -184,7 +215,7 @@ class JobRunner:
         except SlotStoppedError as e:
             await self._stopped(message, claim, e.reason)
             return
-        except _InputError as e:
+        except InputError as e:
             await self._failed(message, msg, claim, "usage_error", str(e), None)
             return
         if await self.jobs.complete(claim, results):
@@ -193,30 +224,91 @@ class JobRunner:
                 s.redis.prefix,
                 JobEvent(job_id=claim.job_id, phase=Phase.COMPLETED, progress=1.0),
             )
+        if claim.stage is not None:
+            await self.fanout.discard_work(claim.job_id)
         await message.ack()
 
-    async def _prepare(self, claim: Claim) -> ChildTask:
+    def _ops(self, claim: Claim) -> list[Any]:
+        """The operation classes of the job's top-level steps."""
         request = _request_decoder.decode(claim.request)
-        rows = await self.jobs.inputs(request.inputs)
-        workdir = self.scratch / str(claim.job_id)
-        workdir.mkdir(parents=True, exist_ok=True)
-        inputs = []
-        for upload_id in request.inputs:
-            row = rows.get(upload_id)
-            if row is None:
-                raise _InputError(f"input {upload_id} no longer exists")
-            path = self.store.local_path(row["object_key"])
-            if path is None:
-                path = workdir / "in" / str(upload_id)
-                path.parent.mkdir(exist_ok=True)
+        pipeline = _steps_decoder.decode(msgspec.json.encode(request.pipeline))
+        tags = [step.op for step in pipeline]
+        return [self.catalog.ops[t] for t in tags if t in self.catalog.ops]
+
+    async def _after(
+        self, claim: Claim, ops: list[Any], outputs: list[tuple[str, str, str]]
+    ) -> None:
+        """Await the operations' ``after`` hooks (e.g. recording datasets).
+
+        Raises:
+            OpFailedError: a hook raised a ``UsageError``.
+        """
+        from worker.errors import UsageError
+        from worker.runtime.pipeline import resolve
+
+        for op in ops:
+            if op.after:
                 try:
-                    await self.store.download(row["object_key"], path)
-                except ObjectNotFoundError as e:
-                    raise _InputError(f"input {upload_id} is missing from the store") from e
-            inputs.append((str(path), row["media_type"], str(upload_id)))
+                    await resolve(op.after)(self.jobs.pool, claim.owner, claim.job_id, outputs)
+                except UsageError as e:
+                    raise OpFailedError(e.code, e.message, e.detail) from e
+
+    async def _prepare(
+        self, claim: Claim, *, kind: str = "pipeline", workdir: Path | None = None
+    ) -> ChildTask:
+        request = _request_decoder.decode(claim.request)
+        workdir = workdir or self.scratch / str(claim.job_id)
+        workdir.mkdir(parents=True, exist_ok=True)
+        inputs = [] if kind == "combine" else await self.input_files(claim.owner, request, workdir)
         pipeline = msgspec.json.encode(request.pipeline)
         resources = await self._resources(claim, _steps_decoder.decode(pipeline), workdir)
-        return ChildTask(str(claim.job_id), pipeline, inputs, str(workdir / "out"), resources)
+        return ChildTask(
+            str(claim.job_id), pipeline, inputs, str(workdir / "out"), resources, kind=kind
+        )
+
+    async def input_files(
+        self,
+        owner: str,
+        request: JobRequest[msgspec.Raw],
+        workdir: Path,
+        only: list[int] | None = None,
+    ) -> list[tuple[str, str, str, str]]:
+        """The job's input files (uploads, then datasets) as (path, media type, name, source
+        id), fetched from the store when it is not local; ``only`` picks some by index.
+
+        Raises:
+            InputError: an input no longer exists, or a dataset is not visible to ``owner``.
+        """
+        wanted: list[tuple[str, str, str]] = []  # (object key, media type, name)
+        if request.inputs:
+            rows = await self.jobs.inputs(request.inputs)
+            for upload_id in request.inputs:
+                row = rows.get(upload_id)
+                if row is None:
+                    raise InputError(f"input {upload_id} no longer exists")
+                wanted.append((row["object_key"], row["media_type"], str(upload_id)))
+        if request.datasets:
+            from pixfleet import datasets
+
+            found = await datasets.lookup(self.jobs.pool, owner, request.datasets)
+            for dataset_id in request.datasets:
+                row = found.get(dataset_id)
+                if row is None:
+                    raise InputError(f"dataset {dataset_id!r} does not exist")
+                wanted.append((row["object_key"], row["media_type"], dataset_id))
+        picked = [wanted[i] for i in only] if only is not None else wanted
+        files = []
+        for n, (key, media_type, name) in enumerate(picked):
+            path = self.store.local_path(key)
+            if path is None:
+                path = workdir / "in" / str(n)
+                path.parent.mkdir(exist_ok=True)
+                try:
+                    await self.store.download(key, path)
+                except ObjectNotFoundError as e:
+                    raise InputError(f"input {name} is missing from the store") from e
+            files.append((str(path), media_type, file_stem(name), name))
+        return files
 
     async def _resources(
         self, claim: Claim, pipeline: list[_Step], workdir: Path
@@ -232,7 +324,7 @@ class JobRunner:
             for name in wanted:
                 spec = specs.get(name)
                 if spec is None:
-                    raise _InputError(f"model {name!r} is not registered")
+                    raise InputError(f"model {name!r} is not registered")
                 path = await models.fetch_model(self.store, spec, self.scratch / "models")
                 resources[f"model:{name}"] = models.LocalModel.of(spec, path)
         refs = [ref for s in steps if s.op == "archive" for ref in s.results]
@@ -248,17 +340,17 @@ class JobRunner:
         for ref in refs:
             results = found.get(ref.job)
             if results is None:
-                raise _InputError(f"job {ref.job} is not one of your completed jobs")
+                raise InputError(f"job {ref.job} is not one of your completed jobs")
             by_name = {r["name"]: r for r in results}
             for name in ref.names or list(by_name):
                 if name not in by_name:
-                    raise _InputError(f"job {ref.job} has no result named {name!r}")
+                    raise InputError(f"job {ref.job} has no result named {name!r}")
                 path = into / str(ref.job) / name
                 path.parent.mkdir(parents=True, exist_ok=True)
                 try:
                     await self.store.download(names.result_object(ref.job, name), path)
                 except ObjectNotFoundError as e:
-                    raise _InputError(f"result {name!r} of job {ref.job} has expired") from e
+                    raise InputError(f"result {name!r} of job {ref.job} has expired") from e
                 media_type = by_name[name]["media_type"]
                 files.append(InputFile(path=path, media_type=media_type, name=f"{ref.job}/{name}"))
         return files
@@ -334,7 +426,7 @@ class JobRunner:
                 claim.attempts,
                 delay,
             )
-            await self._publish_retry(msg, level, attempt=claim.attempts)
+            await self.publish_retry(msg, level, attempt=claim.attempts)
             await self.jobs.release(claim, error)
             await message.ack()
             return
@@ -349,9 +441,11 @@ class JobRunner:
             await publish_event(
                 self.redis, s.redis.prefix, JobEvent(job_id=claim.job_id, phase=Phase.ERROR)
             )
+            if claim.stage is not None:
+                await self.fanout.discard_work(claim.job_id)
         await message.ack()
 
-    async def _publish_retry(self, msg: JobMessage, level: int, attempt: int | None = None) -> None:
+    async def publish_retry(self, msg: JobMessage, level: int, attempt: int | None = None) -> None:
         ns = self.settings.rabbit.namespace
         if attempt is not None:
             msg = msgspec.structs.replace(msg, attempt=attempt)
@@ -382,14 +476,25 @@ class JobRunner:
         running = self.running.get(job_id)
         if running is not None:
             running.request_stop("aborted")
+        self.fanout.abort(job_id)
 
     def stop_all(self, reason: str) -> None:
         for running in list(self.running.values()):
             running.request_stop(reason)
+        self.fanout.stop_all(reason)
 
 
-class _InputError(Exception):
-    """An input of the job is gone (expired or deleted)."""
+def file_stem(name: str) -> str:
+    """A name safe as a file name stem (dataset ids may hold ``/``, ``:`` or ``?``)."""
+    stem = _UNSAFE.sub("_", name).strip("._")
+    return stem[:100] or "input"
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+class InputError(Exception):
+    """An input of the job is gone (expired or deleted) or not the owner's to use."""
 
 
 def _flatten(step: _Step) -> list[_Step]:

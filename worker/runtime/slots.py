@@ -130,8 +130,9 @@ class Slot:
         timeout: float,
         stop: asyncio.Future[str],
         on_progress: Callable[[float, str | None], None],
-    ) -> list[tuple[str, str, str]]:
-        """Run one task in the child; return its outputs (path, name, media type).
+    ) -> Any:
+        """Run one task in the child; return its outputs (path, name, media type), or for a
+        ``plan`` task the plan (shared state, [(inputs, payload, label)]).
 
         Raises:
             OpFailedError: the operation raised a usage, transient or fatal error.
@@ -177,17 +178,14 @@ class Slot:
         except ChildCrashedError as e:  # tried again before the next job
             log.error("slot %d could not restart its child: %s", self.index, e)
 
-    async def _until_done(
-        self, on_progress: Callable[[float, str | None], None]
-    ) -> list[tuple[str, str, str]]:
+    async def _until_done(self, on_progress: Callable[[float, str | None], None]) -> Any:
         while True:
             msg = await self._recv()
             kind = msg[0]
             if kind == "progress":
                 on_progress(msg[1], msg[2])
             elif kind == "done":
-                outputs: list[tuple[str, str, str]] = msg[1]
-                return outputs
+                return msg[1]
             elif kind == "error":
                 raise OpFailedError(msg[1], msg[2], msg[3])
 
