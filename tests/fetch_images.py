@@ -1,15 +1,19 @@
-"""Fetch real-world test images from pinned package archives into a local cache.
+"""Fetch real-world test files from pinned package archives into a local cache.
 
-Nothing binary is committed: ``pip download`` fetches three pinned archives (piexif's sdist,
-scikit-image's and pyavm's wheels) from the package registry, checks each archive's SHA-256
-(pip's ``--require-hashes`` and a check of our own), and extracts their image members into
-``<cache>/images/<package>/<name>``, checking every file against the table below.
+Nothing binary is committed: ``pip download`` fetches pinned archives from the package
+registry, checks each archive's SHA-256 (pip's ``--require-hashes`` and a check of our own), and
+extracts the pinned members into ``<cache>/<collection>/<package>/<file name>``, checking every
+file against the tables below. Two collections:
+
+- ``images``: piexif's sdist, scikit-image's and pyavm's wheels (JPEG, PNG, TIFF, GIF).
+- ``fits``: spherical-geometry's, astropy's and astroquery's wheels (FITS files from their test
+  data: an HST ACS frame, tile-compressed M13 variants, a TAN-SIP header, two images of M1).
 
 The cache is ``$PIXFLEET_TEST_DATA``, else ``~/.cache/pixfleet-test-data``. When every file is
 already there with its digest nothing else happens (no network), so a warm run is a few
-hashes. Run it as ``python tests/fetch_images.py`` (the Makefile's ``test`` target does) or call
-:func:`fetch` (``tests.realimages`` does). Standard library only: it must not import the project
-or any pixel library.
+hashes. Run it as ``python tests/fetch_images.py`` (the Makefile's ``test`` target does; it
+fetches both collections) or call :func:`fetch` (``tests.realimages`` and ``tests.astrodata``
+do). Standard library only: it must not import the project or any pixel library.
 """
 
 from __future__ import annotations
@@ -24,27 +28,61 @@ import time
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 CACHE_ENV = "PIXFLEET_TEST_DATA"
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".gif", ".bmp", ".webp"})
+FITS_SUFFIXES = frozenset({".fits", ".fit", ".fts", ".fz"})
+# Files of these kinds count when Pin.complete checks an archive folder; code, text and other
+# test data in the same folders do not.
+DATA_SUFFIXES = IMAGE_SUFFIXES | FITS_SUFFIXES
 PIP_TIMEOUT = 60.0  # seconds per pip network operation (pip retries each a few times)
 DOWNLOAD_TIMEOUT = 600.0  # seconds for one whole pip download
+
+# pip options naming one platform wheel's tags exactly, so pip picks that file on any host and
+# never builds from source.
+CP311_MANYLINUX_X86_64 = (
+    "--only-binary",
+    ":all:",
+    "--platform",
+    "manylinux_2_28_x86_64",
+    "--python-version",
+    "3.11",
+    "--implementation",
+    "cp",
+    "--abi",
+    "cp311",
+)
 
 
 @dataclass(frozen=True)
 class Pin:
-    """One pinned archive and the image files expected from it."""
+    """One pinned archive and the files extracted from it."""
 
-    package: str  # folder under images/
+    package: str  # folder under <cache>/<collection>/
     requirement: str
     archive: str  # the file name pip saves
     sha256: str
     pip_options: tuple[str, ...]
-    member_dir: str  # the archive folder whose image files are extracted (not recursive)
-    files: Mapping[str, str]  # file name -> SHA-256
+    member_dir: str  # the archive folder that the member paths below are relative to
+    # Archive path prefixes (a folder, or a folder and the start of a file name) whose data files
+    # (DATA_SUFFIXES, that folder only) must all be members: an archive that gains or loses one
+    # fails loudly instead of going unnoticed.
+    complete: tuple[str, ...]
+    members: Mapping[str, str]  # member path -> SHA-256; extracted under its file name alone
+
+    def __post_init__(self) -> None:
+        names = [PurePosixPath(member).name for member in self.members]
+        if len(set(names)) != len(names):
+            raise ValueError(f"{self.package}: two members share a file name: {sorted(names)}")
+
+    @property
+    def files(self) -> dict[str, str]:
+        """Local file name (under ``<collection>/<package>/``) -> SHA-256."""
+        return {PurePosixPath(member).name: digest for member, digest in self.members.items()}
 
 
+# The images collection.
 PINS: tuple[Pin, ...] = (
     Pin(
         package="piexif",
@@ -54,7 +92,8 @@ PINS: tuple[Pin, ...] = (
         # The wheel has no tests; the sdist carries tests/images.
         pip_options=("--no-binary", ":all:"),
         member_dir="piexif-1.1.3/tests/images/",
-        files={
+        complete=("piexif-1.1.3/tests/images/",),
+        members={
             "01.jpg": "360eb3ce66533146584aa66576130c5ab98c763b7c7f51898892e7eaa7dcab49",
             "01.tif": "58b11b46010c14e4340480e41215aaa5314f55191a65790f76a139ba7dacdb77",
             "02.jpg": "2decffacd67a53482a43bfa4df36f9119f92830d8cb6e6f42aa090c1ccaf6c31",
@@ -79,21 +118,10 @@ PINS: tuple[Pin, ...] = (
         requirement="scikit-image==0.26.0",
         archive="scikit_image-0.26.0-cp311-cp311-manylinux_2_24_x86_64.manylinux_2_28_x86_64.whl",
         sha256="74aa5518ccea28121f57a95374581d3b979839adc25bb03f289b1bc9b99c58af",
-        # Name the exact wheel's tags so pip picks it on any host and never builds.
-        pip_options=(
-            "--only-binary",
-            ":all:",
-            "--platform",
-            "manylinux_2_28_x86_64",
-            "--python-version",
-            "3.11",
-            "--implementation",
-            "cp",
-            "--abi",
-            "cp311",
-        ),
+        pip_options=CP311_MANYLINUX_X86_64,
         member_dir="skimage/data/",
-        files={
+        complete=("skimage/data/",),
+        members={
             "astronaut.png": "88431cd9653ccd539741b555fb0a46b61558b301d4110412b5bc28b5e3ea6cb5",
             "brick.png": "7966caf324f6ba843118d98f7a07746d22f6a343430add0233eca5f6eaaa8fcf",
             "camera.png": "b0793d2adda0fa6ae899c03989482bff9a42d3d5690fc7e3648f2795d730c23a",
@@ -146,7 +174,8 @@ PINS: tuple[Pin, ...] = (
         sha256="8bba0ee9645a8a9f215af9ceea67b494a6ee1fe380cebdc00ba99d781539ad76",
         pip_options=("--only-binary", ":all:"),
         member_dir="pyavm/tests/data/",
-        files={
+        complete=("pyavm/tests/data/",),
+        members={
             "eso_eso1723a_320.jpg": (
                 "6cf95d2857ce2906e3a698521642484d9571e81e5f14956aaa57355d2835a47e"
             ),
@@ -158,8 +187,83 @@ PINS: tuple[Pin, ...] = (
 )
 
 
+# The fits collection. Local names stay unique per package; what the files hold is described in
+# tests.astrodata.
+FITS_PINS: tuple[Pin, ...] = (
+    Pin(
+        package="spherical-geometry",
+        requirement="spherical-geometry==1.4.0",
+        archive="spherical_geometry-1.4.0-cp311-cp311-manylinux_2_24_x86_64.manylinux_2_28_x86_64.whl",
+        sha256="66cba71d14e8f497198a0319b3c8147357e5857d0a1e1eb9473709a5121fe77a",
+        pip_options=CP311_MANYLINUX_X86_64,
+        member_dir="spherical_geometry/tests/data/",
+        complete=(),
+        members={
+            # HST ACS/HRC flat-fielded frame (47 Tuc, F606W): SCI, ERR, DQ; 1024 x 1024; TAN.
+            "j8bt06nyq_flt.fits": (
+                "bd78a923a64f02f8f0e3c9f1cfb79182d357dd15a2247c4524874e8fe08bddc6"
+            ),
+        },
+    ),
+    Pin(
+        package="astropy",
+        requirement="astropy==8.0.2",
+        # abi3: one wheel serves CPython 3.11 and later.
+        archive=(
+            "astropy-8.0.2-cp311-abi3-"
+            "manylinux2014_x86_64.manylinux_2_17_x86_64.manylinux_2_28_x86_64.whl"
+        ),
+        sha256="000d6998bcf4f097257b3776f29f1dafde0967bf1b091edbad95df564eee4eea",
+        pip_options=CP311_MANYLINUX_X86_64,
+        member_dir="astropy/",
+        # Every m13 variant astropy ships: uncompressed, GZIP_1, HCOMPRESS_1, PLIO_1, RICE_1.
+        complete=("astropy/io/fits/hdu/compressed/tests/data/m13",),
+        members={
+            "io/fits/hdu/compressed/tests/data/m13.fits": (
+                "eb3e208edbe302cae0ea45d17ab618930d85847da3f5e6ffd53d9410ec0a5a45"
+            ),
+            "io/fits/hdu/compressed/tests/data/m13_gzip.fits": (
+                "5ecfcdac4ba05bfbdda1912b17b165eb9cd445c6f268f89fa1ca13467bb13914"
+            ),
+            "io/fits/hdu/compressed/tests/data/m13_hcomp.fits": (
+                "cfac7cefe161d12a4187a507eb82109fad1630654a033a941c5ffc42045d2e38"
+            ),
+            "io/fits/hdu/compressed/tests/data/m13_plio.fits": (
+                "9aa01f3237b11cbd851e232b75048e1dd17d11212c4515e3eb97ec39647369c3"
+            ),
+            "io/fits/hdu/compressed/tests/data/m13_rice.fits": (
+                "de6d2f69750e11fb053c024ebe4efddbc49c4e70b5e270c3594f096a9fcdbcaa"
+            ),
+            "nddata/tests/data/sip-wcs.fits": (
+                "9e1e83ee784c446e4e8c3ffae8b7113b0ad1ed5f0d78c17955c417837cf2b4c8"
+            ),
+        },
+    ),
+    Pin(
+        package="astroquery",
+        requirement="astroquery==0.4.11",
+        archive="astroquery-0.4.11-py3-none-any.whl",
+        sha256="e34f114b285dd07a10ddb2065ebce829b01b0e740fd89dbc81a3077808e24b2d",
+        pip_options=("--only-binary", ":all:"),
+        member_dir="astroquery/",
+        complete=(),
+        members={
+            # The Crab (M1) twice: a DSS plate scan and a UKIDSS K-band stamp inside it.
+            "ipac/ned/tests/data/query_images.fits": (
+                "5975603fcd51023a8200a527a4dabf43bbd3e41befcd55cabed2f03d0b3666c3"
+            ),
+            "ukidss/tests/data/image.fits": (
+                "04c43f942a64f5dc1b6a5a0240c19e6bf8bf6d56ac0cd3644efd7ca1a18330c8"
+            ),
+        },
+    ),
+)
+
+COLLECTIONS: Mapping[str, tuple[Pin, ...]] = {"images": PINS, "fits": FITS_PINS}
+
+
 class FetchError(Exception):
-    """The pinned images could not be made available."""
+    """The pinned files could not be made available."""
 
 
 class DownloadError(FetchError):
@@ -171,14 +275,16 @@ class DigestMismatchError(FetchError):
 
 
 class ArchiveContentError(FetchError):
-    """An archive lacks a pinned image file or holds an image file the table does not list."""
+    """An archive lacks a pinned member, or a folder that must be complete holds a data file the
+    table does not list."""
 
 
 @dataclass(frozen=True)
 class FetchReport:
     """What one :func:`fetch` did."""
 
-    root: Path  # the images root: <cache>/images
+    collection: str  # "images" or "fits"
+    root: Path  # the collection's root: <cache>/<collection>
     files: int
     states: Mapping[str, str]  # package -> "cached" | "extracted" | "downloaded"
     seconds: float
@@ -187,7 +293,7 @@ class FetchReport:
         """One line for a terminal."""
         states = ", ".join(f"{name} {state}" for name, state in self.states.items())
         return (
-            f"real test images: {self.files} files from {len(self.states)} packages "
+            f"real test {self.collection}: {self.files} files from {len(self.states)} packages "
             f"in {self.root} ({states}) in {self.seconds:.2f} s"
         )
 
@@ -209,27 +315,30 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def fetch(cache: Path) -> FetchReport:
-    """Make every pinned image present under ``cache / "images"``; download only what is missing.
+def fetch(cache: Path, collection: str = "images") -> FetchReport:
+    """Make every pinned file of a collection (a key of :data:`COLLECTIONS`) present under
+    ``cache / collection``; download only what is missing.
 
     Raises:
+        KeyError: no such collection.
         DownloadError: pip failed (no network, registry error, timeout).
         DigestMismatchError: an archive or an extracted file has the wrong SHA-256.
-        ArchiveContentError: an archive's image files differ from the pinned table.
+        ArchiveContentError: an archive's members differ from the pinned table.
     """
     started = time.monotonic()
-    root = cache / "images"
-    states = {pin.package: _ensure(pin, cache) for pin in PINS}
+    pins = COLLECTIONS[collection]
+    root = cache / collection
+    states = {pin.package: _ensure(pin, cache, root / pin.package) for pin in pins}
     return FetchReport(
+        collection=collection,
         root=root,
-        files=sum(len(pin.files) for pin in PINS),
+        files=sum(len(pin.members) for pin in pins),
         states=states,
         seconds=time.monotonic() - started,
     )
 
 
-def _ensure(pin: Pin, cache: Path) -> str:
-    dest = cache / "images" / pin.package
+def _ensure(pin: Pin, cache: Path, dest: Path) -> str:
     if _files_match(pin, dest):
         return "cached"
     archive = cache / "archives" / pin.archive
@@ -302,29 +411,17 @@ def _extract(pin: Pin, archive: Path, dest: Path) -> None:
         zipfile.ZipFile(archive) as zf,
         tempfile.TemporaryDirectory(prefix=f".{pin.package}-", dir=dest.parent) as tmp,
     ):
-        members = {
-            info.filename.removeprefix(pin.member_dir): info
-            for info in zf.infolist()
-            if info.filename.startswith(pin.member_dir)
-            and "/" not in info.filename.removeprefix(pin.member_dir)
-            and Path(info.filename).suffix.lower() in IMAGE_SUFFIXES
-        }
-        missing = sorted(pin.files.keys() - members.keys())
-        unexpected = sorted(members.keys() - pin.files.keys())
-        if missing or unexpected:
-            raise ArchiveContentError(
-                f"{pin.archive}: image files missing {missing}, not in the table {unexpected}"
-            )
+        _check_listing(pin, zf.namelist())
         staged = Path(tmp) / pin.package
         staged.mkdir()
-        for name, info in members.items():
-            data = zf.read(info)
+        for member, pinned in pin.members.items():
+            data = zf.read(pin.member_dir + member)
             digest = hashlib.sha256(data).hexdigest()
-            if digest != pin.files[name]:
+            if digest != pinned:
                 raise DigestMismatchError(
-                    f"{pin.package}/{name}: SHA-256 {digest}, pinned {pin.files[name]}"
+                    f"{pin.package}/{member}: SHA-256 {digest}, pinned {pinned}"
                 )
-            (staged / name).write_bytes(data)
+            (staged / PurePosixPath(member).name).write_bytes(data)
         shutil.rmtree(dest, ignore_errors=True)
         try:
             staged.rename(dest)
@@ -334,14 +431,37 @@ def _extract(pin: Pin, archive: Path, dest: Path) -> None:
                 raise
 
 
+def _check_listing(pin: Pin, names: list[str]) -> None:
+    """Every member is in the archive, and the folders that must be complete hold no others."""
+    present = set(names)
+    wanted = {pin.member_dir + member for member in pin.members}
+    missing = sorted(wanted - present)
+    unexpected: set[str] = set()
+    for prefix in pin.complete:
+        folder = prefix[: prefix.rfind("/") + 1]
+        unexpected.update(
+            name
+            for name in names
+            if name.startswith(prefix)
+            and "/" not in name.removeprefix(folder)
+            and PurePosixPath(name).suffix.lower() in DATA_SUFFIXES
+        )
+    unexpected -= wanted
+    if missing or unexpected:
+        raise ArchiveContentError(
+            f"{pin.archive}: members missing {missing}, not in the table {sorted(unexpected)}"
+        )
+
+
 def main() -> int:
-    """Fetch into the default cache and print one line; 1 and a message on failure."""
-    try:
-        report = fetch(default_cache_dir())
-    except FetchError as e:
-        print(f"fetch_images: error: {e}", file=sys.stderr)
-        return 1
-    print(report.summary())
+    """Fetch every collection into the default cache, one line each; 1 and a message on failure."""
+    for collection in COLLECTIONS:
+        try:
+            report = fetch(default_cache_dir(), collection)
+        except FetchError as e:
+            print(f"fetch_images: error: {e}", file=sys.stderr)
+            return 1
+        print(report.summary())
     return 0
 
 
