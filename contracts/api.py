@@ -55,6 +55,10 @@ class Upload(msgspec.Struct, kw_only=True):
     height: int | None = None
     created_at: datetime
     expires_at: datetime
+    catalogue_job: UUID | None = None
+    """A FITS upload's ``catalogue`` job, submitted for you: once it completes, the file is a
+    dataset of yours (``GET /v1/datasets/{id}``, id: the upload id). Absent for other images,
+    and when the job could not be submitted (submit one yourself)."""
 
 
 class FieldError(msgspec.Struct, kw_only=True, omit_defaults=True):

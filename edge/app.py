@@ -18,17 +18,19 @@ from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 
 from contracts.ops import OpCatalog
-from edge.api import files, health, jobs, uploads
+from edge.api import datasets, files, health, jobs, uploads
 from edge.api.deps import Services, provide_owner, provide_services
 from edge.errors import exception_handlers
 from edge.openapi import job_components
 from edge.resources import Resources, open_resources
 from edge.services.auth import Authenticator
+from edge.services.datasets import DatasetService
 from edge.services.events import EventHub
 from edge.services.jobs import JobService
 from edge.services.outbox import Outbox
 from edge.services.uploads import UploadService
 from edge.settings import EdgeSettings
+from edge.store.datasets import DatasetStore
 from edge.store.jobs import JobStore
 from edge.store.uploads import KeyStore, UploadStore
 
@@ -40,14 +42,16 @@ async def start_services(
     """Build the services over open resources, start their tasks, stop them on exit."""
     job_store, upload_store = JobStore(res.pg), UploadStore(res.pg)
     outbox = Outbox(settings, res.rabbit, job_store, upload_store, res.store)
-    job_service = JobService(settings, catalog, job_store, upload_store, res.redis, outbox)
+    job_service = JobService(
+        settings, catalog, job_store, upload_store, res.redis, outbox, DatasetStore(res.pg)
+    )
     events = EventHub(res.events_redis, settings.redis.prefix)
     services = Services(
         settings=settings,
         resources=res,
         auth=Authenticator(KeyStore(res.pg), settings.key_cache_ttl),
         jobs=job_service,
-        uploads=UploadService(settings, upload_store, res.store),
+        uploads=UploadService(settings, upload_store, res.store, jobs=job_service),
         outbox=outbox,
         events=events,
     )
@@ -80,13 +84,14 @@ def create_app(settings: EdgeSettings, resources: Resources | None = None) -> Li
             app.state.services = await stack.enter_async_context(
                 start_services(settings, catalog, res)
             )
+            app.state.datasets = DatasetService(DatasetStore(res.pg))
             # Everything allocated so far lives as long as the process: keep the collector
             # from rescanning it, and collect young objects less often (fewer pauses).
             gc.freeze()
             gc.set_threshold(*settings.gc_threshold)
             yield
 
-    handlers: list[Any] = [*jobs.ROUTES, *uploads.ROUTES, *health.ROUTES]
+    handlers: list[Any] = [*jobs.ROUTES, *uploads.ROUTES, *datasets.ROUTES, *health.ROUTES]
     if settings.store.backend == "file":
         handlers.extend(files.ROUTES)
     return Litestar(

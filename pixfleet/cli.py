@@ -19,6 +19,7 @@ import msgspec
 from contracts.settings import PostgresSettings, RabbitSettings, StoreSettings, load_settings
 
 if TYPE_CHECKING:
+    from contracts.datasets import DatasetRecord
     from pixfleet.models import ModelSpec
 
 
@@ -197,6 +198,82 @@ def _means(value: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"not comma-separated numbers: {value!r}") from None
 
 
+def cmd_datasets(args: argparse.Namespace) -> int:
+    from pixfleet import datasets
+    from pixfleet.db import create_pool
+    from pixfleet.store import open_store
+
+    if args.action == "add":
+        if args.id is not None and len(args.paths) != 1:
+            print("pixfleet: --id names one file; give one PATH", file=sys.stderr)
+            return 2
+        missing = [p for p in args.paths if not p.is_file()]
+        if missing:
+            print(f"pixfleet: no such file: {missing[0]}", file=sys.stderr)
+            return 1
+
+    async def go() -> Any:
+        pool = await create_pool(_pg(), attempts=3)
+        try:
+            if args.action == "list":
+                return await datasets.list_datasets(pool, uploads=args.uploads)
+            store = await open_store(_store_settings())
+            try:
+                if args.action == "remove":
+                    return await datasets.remove_dataset(pool, store, args.id)
+                added = []
+                for path in args.paths:
+                    ident = args.id if args.id is not None else path.stem
+                    added.append(await datasets.add_dataset(pool, store, path, ident, args.owner))
+                    print(_added(added[-1]))
+                return added
+            finally:
+                await store.close()
+        finally:
+            await pool.close()
+
+    try:
+        result = _run(go())
+    except datasets.DatasetError as e:
+        print(f"pixfleet: {e}", file=sys.stderr)
+        return 1
+    if args.action == "remove":
+        print(f"removed dataset {result.id}")
+    elif args.action == "list" and args.json:
+        print(msgspec.json.encode(result).decode())
+    elif args.action == "list":
+        _print_datasets(result)
+    return 0
+
+
+def _added(r: DatasetRecord) -> str:
+    where = f"centre {r.centre_ra:.6f} {r.centre_dec:+.6f}, radius {r.radius:.4f} deg"
+    shape = "x".join(str(n) for n in r.shape)
+    visible = "public" if r.owner is None else f"owner {r.owner}"
+    return f"added dataset {r.id}: {shape}, {where}, {r.size} bytes, {visible}"
+
+
+def _print_datasets(records: list[DatasetRecord]) -> None:
+    header = ("ID", "SHAPE", "RA", "DEC", "RADIUS", "BANDS", "OWNER", "SIZE", "SHA256")
+    rows = [header] + [
+        (
+            r.id,
+            "x".join(str(n) for n in r.shape),
+            "" if r.centre_ra is None else f"{r.centre_ra:.5f}",
+            "" if r.centre_dec is None else f"{r.centre_dec:+.5f}",
+            "" if r.radius is None else f"{r.radius:.4f}",
+            ",".join(b.name or b.keyword for b in r.bands) or "-",
+            r.owner or "(public)",
+            str(r.size),
+            r.sha256[:12],
+        )
+        for r in records
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    for row in rows:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from pixfleet.supervise import run_stack
 
@@ -227,6 +304,24 @@ def _add_models_parser(sub: Any) -> None:
     remove.add_argument("name", metavar="NAME")
 
 
+def _add_datasets_parser(sub: Any) -> None:
+    datasets = sub.add_parser("datasets", help="register, list and remove FITS datasets")
+    action = datasets.add_subparsers(dest="action", required=True)
+    add = action.add_parser(
+        "add",
+        help="register FITS files with a celestial WCS as datasets (the SODA ID), replacing"
+        " any registered dataset of the same id",
+    )
+    add.add_argument("paths", metavar="PATH", nargs="+", type=Path)
+    add.add_argument("--id", help="the dataset id (one PATH only; default: the file's stem)")
+    add.add_argument("--owner", help="visible to this owner only (default: public)")
+    listing = action.add_parser("list", help="list the registered datasets")
+    listing.add_argument("--uploads", action="store_true", help="also users' FITS uploads")
+    listing.add_argument("--json", action="store_true", help="a JSON array")
+    remove = action.add_parser("remove", help="remove a dataset (and its file, if unshared)")
+    remove.add_argument("id", metavar="ID")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pixfleet", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -246,6 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     dead.add_argument("action", choices=["list", "replay"])
     dead.add_argument("--job", help="replay only this job id")
     _add_models_parser(sub)
+    _add_datasets_parser(sub)
     run = sub.add_parser("run", help="migrate, start the edge and both pools, run a demo job")
     run.add_argument("--port", type=int, default=8000)
     run.add_argument("--no-demo", action="store_true")
@@ -258,6 +354,7 @@ def main(argv: list[str] | None = None) -> int:
         "topology": cmd_topology,
         "dead": cmd_dead,
         "models": cmd_models,
+        "datasets": cmd_datasets,
         "run": cmd_run,
     }[args.command]
     return handler(args)

@@ -37,6 +37,9 @@ async def create_upload(
 
     Damage only a decode can find (bad compressed data) is accepted here; jobs using the
     upload then fail with a usage error.
+
+    A FITS upload is also described as one of your datasets (``GET /v1/datasets``, its id
+    the upload's) by a ``catalogue`` job submitted for you: its id is ``catalogue_job``.
     """
     limit = services.settings.limits.max_upload_bytes
     if (request.content_length or 0) > limit:

@@ -4,18 +4,25 @@ limits from the headers and that the file is one whole image, then move it into 
 The declared ``Content-Type`` plays no part: the bytes decide. Refusals (see ``create``) leave
 nothing behind: the spool file is removed, no object is stored and no row is written. What
 only a decode can tell (a corrupt Huffman table, bad pixel data) is accepted here and fails
-in the worker. Never imports pixel libraries: ``pixfleet.sniff`` reads headers only.
+in the worker. A stored FITS upload is then submitted, on its owner's behalf, to a
+``catalogue`` job that records it as the owner's dataset (see ``UploadService.catalogue``).
+Never imports pixel libraries: ``pixfleet.sniff`` reads headers only.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import os
 import tempfile
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
+from uuid import UUID
+
+import msgspec
 
 from contracts import names
 from contracts.api import Upload
@@ -25,6 +32,7 @@ from edge.settings import EdgeSettings
 from edge.store.uploads import UploadStore
 from pixfleet.ids import uuid7
 from pixfleet.sniff import (
+    FITS,
     CorruptImageError,
     ImageInfo,
     ImageTooLargeError,
@@ -33,6 +41,11 @@ from pixfleet.sniff import (
     inspect_image,
 )
 from pixfleet.store import ObjectStore
+
+if TYPE_CHECKING:
+    from edge.services.jobs import JobService
+
+log = logging.getLogger(__name__)
 
 
 def upload_view(row: object) -> Upload:
@@ -69,12 +82,19 @@ def examine(path: Path, limits: LimitsSettings) -> ImageInfo:
 
 
 class UploadService:
-    """Accept image uploads."""
+    """Accept image uploads; have each FITS upload described as a dataset of its owner's."""
 
-    def __init__(self, settings: EdgeSettings, uploads: UploadStore, store: ObjectStore) -> None:
+    def __init__(
+        self,
+        settings: EdgeSettings,
+        uploads: UploadStore,
+        store: ObjectStore,
+        jobs: JobService | None = None,
+    ) -> None:
         self.settings = settings
         self.uploads = uploads
         self.store = store
+        self.jobs = jobs
         spool = Path(settings.store.root) / "tmp" if settings.store.backend == "file" else None
         if spool is not None:
             spool.mkdir(parents=True, exist_ok=True)
@@ -135,7 +155,27 @@ class UploadService:
             except BaseException:
                 await asyncio.shield(self.store.delete(key))
                 raise
-            return upload_view(row)
+            upload = upload_view(row)
         finally:
             # Gone already when moved into place.
             await asyncio.to_thread(path.unlink, missing_ok=True)
+        if upload.media_type == FITS:
+            upload.catalogue_job = await self.catalogue(owner, upload.id)
+        return upload
+
+    async def catalogue(self, owner: str, upload_id: UUID) -> UUID | None:
+        """Submit, as ``owner``, the ``catalogue`` job that records a FITS upload as a dataset;
+        return its id, or None if it could not be submitted.
+
+        The upload is stored whatever happens here: a refused or failed submission (the broker
+        saturated, a backing service down) is logged, and the owner can submit the job later.
+        """
+        if self.jobs is None:
+            return None
+        body = msgspec.json.encode({"inputs": [upload_id], "pipeline": [{"op": "catalogue"}]})
+        try:
+            snap, _ = await self.jobs.submit(owner, body, None)
+        except Exception:
+            log.warning("could not submit the catalogue job of upload %s", upload_id, exc_info=True)
+            return None
+        return snap.id
