@@ -290,7 +290,8 @@ class Grid(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True
 
 
 class Channel(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
-    """One channel of a composite: its colour and how its values are scaled."""
+    """One channel of a composite: its colour (the alpha of ``#rrggbbaa`` multiplies it, like
+    ``weight``) and how its values are scaled."""
 
     colour: Colour
     scaling: Scaling = Scaling()
@@ -303,8 +304,13 @@ class Lupton(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=Tr
     colours are kept in saturated regions."""
 
     minimum: float | list[float] = 0.0
+    """The black level: one for all channels, or one per channel (red, green, blue)."""
     stretch: Annotated[float, msgspec.Meta(gt=0)] = 5.0
     Q: Annotated[float, msgspec.Meta(ge=0)] = 8.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.minimum, list) and len(self.minimum) not in (1, 3):
+            raise ValueError("minimum takes one value or three (red, green, blue)")
 
 
 class Composite(Op, tag="composite", frozen=True):
