@@ -172,14 +172,15 @@ HduSelection = Literal["science", "all"]
 class Cutout(Op, tag="cutout", frozen=True):
     """Cut each input FITS along each stencil: one FITS file per input x stencil.
 
-    The cutout is the smallest pixel box holding the stencil, clipped at the image edge; a
-    stencil that misses the image is an error naming it. ``hdus="science"`` cuts the first
-    image HDU with a celestial WCS; ``"all"`` also every other image HDU on the same pixel grid
-    (error and quality planes). ``band`` keeps the spectral planes of a cube within it
-    (metres, SODA ``BAND``). ``mask`` sets pixels outside a circle or polygon to NaN (float
-    data) or to BLANK (integer data). The output's primary HDU holds the provenance (source,
-    HDU, stencil, pixel bounds, software, date); each cut plane follows as an image HDU whose
-    WCS (SIP distortion included) puts every pixel where it was on the sky.
+    The cutout is the bounding box of the pixels whose centres lie in the stencil, clipped at
+    the image edge; a stencil holding no pixel centre of the image is an error naming it.
+    ``hdus="science"`` cuts the first image HDU with a celestial WCS; ``"all"`` also every
+    other image HDU on the same pixel grid (error and quality planes). ``band`` keeps the
+    spectral planes of a cube within it (metres, SODA ``BAND``). ``mask`` sets pixels outside
+    a circle or polygon to NaN (float data) or to BLANK (integer data). The output's primary
+    HDU holds the provenance (source, HDU, stencil, pixel bounds, software, date); each cut
+    plane follows as an image HDU whose WCS (SIP distortion included) puts every pixel where
+    it was on the sky.
     """
 
     impl: ClassVar[str] = "worker.ops.cutout:cutout"

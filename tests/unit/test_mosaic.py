@@ -191,13 +191,6 @@ def test_each_task_reprojects_only_its_box(tiles: list[Path], tmp_path: Path) ->
             assert hdul["FOOTPRINT"].data.shape == (y1 - y0, x1 - x0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=UsageError,
-    reason="worker/ops/fitsio.py opens with memmap=True, and astropy then refuses scaled data"
-    " (UKIDSS has BSCALE): 'Cannot load a memory-mapped image'. Remove this mark once"
-    " open_fits leaves memmap at its default.",
-)
 def test_m1_dss_and_ukidss_make_one_sane_mosaic(tmp_path: Path) -> None:
     """Two real images of M1: DSS (1.7", TAN with a plate polynomial) and UKIDSS K (0.2", ZPN,
     int32 scaled by BSCALE), the second inside the first."""
