@@ -220,6 +220,13 @@ Colormap = Literal[
     "jet",
     "twilight",
 ]
+NanColour = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=r"^(?:#(?:[0-9a-fA-F]{6}|[0-9a-fA-F]{8})|transparent)$",
+        description="#rrggbb, #rrggbbaa or transparent",
+    ),
+]
 HduRef = Annotated[int, msgspec.Meta(ge=0, le=999)] | Annotated[str, msgspec.Meta(max_length=68)]
 
 
@@ -257,7 +264,7 @@ class Preview(Op, tag="preview", frozen=True):
 
     scaling: Scaling = Scaling()
     colormap: Colormap = "gray"
-    nan_colour: Colour | Literal["transparent"] = "transparent"
+    nan_colour: NanColour = "transparent"
     size: Side | None = None
     format: Literal["png", "jpeg", "webp"] = "png"
     hdu: HduRef | None = None

@@ -48,7 +48,11 @@ def _markers(folder: Path, prefix: str) -> list[Path]:
 
 
 async def test_tasks_run_in_parallel_on_several_workers_and_combine_once(
-    client: Client, alice: dict[str, str], start_worker: Any, tmp_path: Path, database: str,
+    client: Client,
+    alice: dict[str, str],
+    start_worker: Any,
+    tmp_path: Path,
+    database: str,
     env: dict[str, str],
 ) -> None:
     start_worker()
@@ -216,15 +220,11 @@ async def test_a_task_failing_with_a_usage_error_fails_the_job_naming_it(
     ups = await _uploads(client, alice, 3)
     markers = tmp_path / "markers"
     markers.mkdir()
-    job = await submit(
-        client, alice, ups, [{"op": "test_fan", "fail": 1, "markers": str(markers)}]
-    )
+    job = await submit(client, alice, ups, [{"op": "test_fan", "fail": 1, "markers": str(markers)}])
     done = await wait_for(client, job["href"], alice, FINAL)
     assert done["phase"] == "ERROR", done
     assert done["error"]["code"] == "usage_error"
-    assert done["error"]["message"] == (
-        f"task 2 ({ups[1]}): input {ups[1]} is not to my taste"
-    )
+    assert done["error"]["message"] == (f"task 2 ({ups[1]}): input {ups[1]} is not to my taste")
     tasks = await _rows(database, "SELECT idx, phase FROM job_tasks ORDER BY idx")
     assert tasks[1]["phase"] == "ERROR"
     assert not _markers(markers, "combine")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -165,3 +166,35 @@ def test_catalog_picks_heaviest_pool_and_refuses_duplicates() -> None:
             pass
 
         OpCatalog([Slow, Other])
+
+
+ROUND_TRIP_EXAMPLES = [
+    {"op": "preview"},
+    {"op": "preview", "nan_colour": "#ff000080", "format": "jpeg", "hdu": "SCI"},
+    {"op": "header", "hdu": 1},
+    {"op": "catalogue"},
+    {"op": "cutout", "stencils": [{"shape": "circle", "ra": 10, "dec": -5, "radius": 0.1}]},
+    {
+        "op": "cutout",
+        "stencils": [
+            {"shape": "polygon", "vertices": [[359.9, 1], [0.1, 1], [0, 1.2]]},
+            {"shape": "range", "ra": [350, 10], "dec": [None, 89]},
+        ],
+        "hdus": "all",
+        "band": [5e-7, 6e-7],
+        "mask": True,
+    },
+    {"op": "composite", "lupton": {"minimum": [0, 1, 2]}},
+    {"op": "composite", "channels": [{"colour": "#ff0000"}, {"colour": "#0000ff80"}]},
+    {"op": "mosaic", "grid": {"ra": 1, "dec": 2, "width": 10, "height": 20, "scale": 1.5}},
+]
+
+
+@pytest.mark.parametrize("example", ROUND_TRIP_EXAMPLES, ids=lambda e: str(e["op"]))
+def test_operations_survive_the_trip_from_edge_to_worker(example: dict[str, Any]) -> None:
+    """The edge re-encodes a request (defaults included) and the worker decodes it again: every
+    default and example must decode from its own encoding."""
+    catalog = OpCatalog()
+    op = msgspec.convert(example, catalog.union)
+    again = msgspec.json.decode(msgspec.json.encode(op), type=catalog.union)
+    assert again == op
