@@ -39,12 +39,7 @@ def check_pipeline(
         problems.append(FieldError(message=wrong, path="$.inputs"))
     for i, op in enumerate(pipeline):
         path = f"$.pipeline[{i}]"
-        if type(op).fanout is not None and len(pipeline) > 1:
-            problems.append(
-                FieldError(message=f"{tag_of(op)} must be the only step of its job", path=path)
-            )
-        if i > 0 and type(op).scope == "job" and op.check_inputs(outputs):
-            problems.append(FieldError(message=str(op.check_inputs(outputs)), path=path))
+        problems += _placement(op, i, len(pipeline), outputs, path)
         if isinstance(op, Archive):
             if i != last:
                 problems.append(FieldError(message="archive must be the last step", path=path))
@@ -80,6 +75,18 @@ def check_pipeline(
                 path="$.pipeline",
             )
         )
+    return problems
+
+
+def _placement(op: Op, i: int, n_steps: int, items: int, path: str) -> list[FieldError]:
+    """A fanned-out operation alone in its job; a job-scope step given ``items`` it takes."""
+    problems = []
+    if type(op).fanout is not None and n_steps > 1:
+        problems.append(
+            FieldError(message=f"{tag_of(op)} must be the only step of its job", path=path)
+        )
+    if i > 0 and type(op).scope == "job" and (wrong := op.check_inputs(items)):
+        problems.append(FieldError(message=wrong, path=path))
     return problems
 
 

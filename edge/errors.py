@@ -72,6 +72,10 @@ class UnknownUploadError(PixfleetError):
     status, type, title = 422, "unknown-upload", "An input is not an upload of yours"
 
 
+class UnknownDatasetInputError(PixfleetError):
+    status, type, title = 422, "unknown-dataset", "A dataset input does not exist or is not yours"
+
+
 class IdempotencyMismatchError(PixfleetError):
     status, type, title = 422, "idempotency-key-reused", "Idempotency key used with another body"
 

@@ -31,6 +31,7 @@ from edge.errors import (
     JobNotAbortableError,
     MalformedBodyError,
     OverloadedError,
+    UnknownDatasetInputError,
     UnknownJobError,
     UnknownUploadError,
 )
@@ -198,7 +199,7 @@ class JobService:
             visible = await self.datasets.visible(owner, req.datasets)
             unseen = [d for d in req.datasets if d not in visible]
             if unseen:
-                raise UnknownUploadError(
+                raise UnknownDatasetInputError(
                     f"unknown dataset(s): {', '.join(unseen)}",
                     errors=[
                         FieldError(message=f"unknown dataset {d}", path="$.datasets")

@@ -149,6 +149,7 @@ async def test_unknown_datasets_and_wrong_kinds_are_refused_before_queueing(
         "/v1/jobs", json={"datasets": ["nope"], "pipeline": [{"op": "header"}]}, headers=alice
     )
     assert r.status_code == 422, r.text
+    assert r.json()["type"].endswith("unknown-dataset")
     assert r.json()["errors"][0]["path"] == "$.datasets"
     jpeg = await upload(client, alice)
     r = await client.post(

@@ -231,3 +231,53 @@ def test_branches_do_not_nest_in_the_union() -> None:
     [branch] = _pipeline(_branch(a=[RESIZE]))
     assert isinstance(branch, Branch)
     assert branch.branches[0].pipeline == [Resize(width=100)]
+
+
+CIRCLE = {"shape": "circle", "ra": 10.0, "dec": 20.0, "radius": 0.01}
+CUTOUT = {"op": "cutout", "stencils": [CIRCLE, CIRCLE, CIRCLE]}
+
+
+def _check_fits(steps: list[dict[str, Any]], n_inputs: int = 1, **kw: Any) -> list[FieldError]:
+    limits = {"max_steps": 20, "max_outputs": 100, **kw}
+    return check_pipeline(_pipeline(*steps), n_inputs, inputs_kind="fits", **limits)
+
+
+def test_astronomy_steps_chain_on_fits_and_raster_steps_do_not() -> None:
+    assert _check_fits([CUTOUT, {"op": "preview"}, {"op": "resize", "width": 64}]) == []
+    assert _check_fits([{"op": "header"}]) == []
+    assert _check_fits([METADATA]) == []  # metadata reads FITS too
+    wrong = _check_fits([RESIZE])
+    assert [p.message for p in wrong] == ["resize needs an image, but the inputs are a FITS file"]
+    after_preview = _check_fits([{"op": "preview"}, {"op": "header"}])
+    assert _paths(after_preview) == ["$.pipeline[1]"]
+    assert "the step before it produces an image" in after_preview[0].message
+    raster = _check([CUTOUT])
+    assert [p.message for p in raster] == ["cutout needs a FITS file, but the inputs are an image"]
+
+
+def test_cutout_makes_one_file_per_input_and_stencil() -> None:
+    assert _check_fits([CUTOUT], n_inputs=33, max_outputs=99) == []
+    over = _check_fits([CUTOUT], n_inputs=34, max_outputs=100)
+    assert [p.message for p in over] == ["the job would produce 102 files, at most 100"]
+
+
+def test_composite_and_mosaic_check_their_inputs() -> None:
+    lupton = {"op": "composite", "lupton": {}}
+    assert _check_fits([lupton], n_inputs=3) == []
+    assert [p.path for p in _check_fits([lupton], n_inputs=2)] == ["$.inputs"]
+    channels = {"op": "composite", "channels": [{"colour": "#ff0000"}, {"colour": "#00ff00"}]}
+    assert _check_fits([channels], n_inputs=2) == []
+    assert [p.message for p in _check_fits([channels], n_inputs=3)] == ["2 channels for 3 inputs"]
+    # After a cutout of 2 inputs x 3 stencils the composite sees 6 files.
+    assert [p.path for p in _check_fits([CUTOUT, lupton], n_inputs=2)] == ["$.pipeline[1]"]
+    assert _check_fits([{"op": "mosaic"}], n_inputs=2) == []
+    assert [p.path for p in _check_fits([{"op": "mosaic"}], n_inputs=1)] == ["$.inputs"]
+
+
+def test_a_fanned_out_operation_is_the_only_step_and_runs_heavy() -> None:
+    problems = _check_fits([{"op": "mosaic"}, ARCHIVE], n_inputs=2)
+    assert [(p.path, p.message) for p in problems] == [
+        ("$.pipeline[0]", "mosaic must be the only step of its job")
+    ]
+    assert CATALOG.pool_for(_pipeline({"op": "mosaic"})) == Pool.heavy
+    assert CATALOG.pool_for(_pipeline(CUTOUT, {"op": "preview"})) == Pool.standard
