@@ -92,16 +92,7 @@ class FanOutRunner:
             return
         log.info("job %s fans out into %d tasks", claim.job_id, len(planned))
         await self._publish_tasks(claim.job_id, pool, claim.priority, range(len(planned)))
-        await publish_event(
-            r.redis,
-            r.settings.redis.prefix,
-            JobEvent(
-                job_id=claim.job_id,
-                phase=Phase.EXECUTING,
-                progress=0.0,
-                message=f"0 of {len(planned)} tasks done",
-            ),
-        )
+        await self._tasks_done(claim.job_id, 0, len(planned))
         await message.ack()
 
     async def republish_queued(self, job_id: uuid.UUID, pool: Pool, priority: int) -> None:
@@ -195,19 +186,20 @@ class FanOutRunner:
         counted = await self.tasks.complete(claim, stored)
         if counted is not None:
             done, total = counted
-            await publish_event(
-                r.redis,
-                r.settings.redis.prefix,
-                JobEvent(
-                    job_id=claim.job_id,
-                    phase=Phase.EXECUTING,
-                    progress=done / (total + 1),
-                    message=f"{done} of {total} tasks done",
-                ),
-            )
+            await self._tasks_done(claim.job_id, done, total)
             if done == total:
                 await self._publish_combine(msg)
         await message.ack()
+
+    async def _tasks_done(self, job_id: uuid.UUID, done: int, total: int) -> None:
+        """Tell the job's watchers how many tasks are done (the combine is the last share)."""
+        event = JobEvent(
+            job_id=job_id,
+            phase=Phase.EXECUTING,
+            progress=done / (total + 1),
+            message=f"{done} of {total} tasks done",
+        )
+        await publish_event(self.runner.redis, self.runner.settings.redis.prefix, event)
 
     async def _publish_combine(self, msg: JobMessage) -> None:
         r = self.runner
