@@ -42,8 +42,9 @@ async def start_services(
     """Build the services over open resources, start their tasks, stop them on exit."""
     job_store, upload_store = JobStore(res.pg), UploadStore(res.pg)
     outbox = Outbox(settings, res.rabbit, job_store, upload_store, res.store)
+    dataset_store = DatasetStore(res.pg)
     job_service = JobService(
-        settings, catalog, job_store, upload_store, res.redis, outbox, DatasetStore(res.pg)
+        settings, catalog, job_store, upload_store, res.redis, outbox, dataset_store
     )
     events = EventHub(res.events_redis, settings.redis.prefix)
     services = Services(
@@ -54,6 +55,7 @@ async def start_services(
         uploads=UploadService(settings, upload_store, res.store, jobs=job_service),
         outbox=outbox,
         events=events,
+        datasets=DatasetService(dataset_store),
     )
     async with contextlib.AsyncExitStack() as stack:
         await outbox.start()
@@ -84,7 +86,6 @@ def create_app(settings: EdgeSettings, resources: Resources | None = None) -> Li
             app.state.services = await stack.enter_async_context(
                 start_services(settings, catalog, res)
             )
-            app.state.datasets = DatasetService(DatasetStore(res.pg))
             # Everything allocated so far lives as long as the process: keep the collector
             # from rescanning it, and collect young objects less often (fewer pauses).
             gc.freeze()

@@ -7,15 +7,14 @@ from urllib.parse import unquote
 
 from litestar import Request, get
 from litestar.datastructures import State
-from litestar.di import NamedDependency, Provide
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, QueryParameter
 
 from contracts.api import Problem
 from contracts.datasets import Dataset, DatasetPage
-from edge.api.deps import Owner
+from edge.api.deps import Owner, ServicesDep
 from edge.errors import PROBLEM_JSON
-from edge.services.datasets import MAX_PAGE, DatasetService
+from edge.services.datasets import MAX_PAGE
 
 _PREFIX = "/v1/datasets/"
 _PROBLEM = {
@@ -25,19 +24,9 @@ _PROBLEM = {
 }
 
 
-def provide_datasets(state: State) -> DatasetService:
-    """The dataset service the app's lifespan built (``app.state.datasets``)."""
-    service: DatasetService = state.datasets
-    return service
-
-
-DatasetsDep = NamedDependency[DatasetService]
-_DEPENDENCIES = {"datasets": Provide(provide_datasets, sync_to_thread=False)}
-
-
-@get("/v1/datasets", summary="Find datasets", responses=_PROBLEM, dependencies=_DEPENDENCIES)
+@get("/v1/datasets", summary="Find datasets", responses=_PROBLEM)
 async def list_datasets(
-    datasets: DatasetsDep,
+    services: ServicesDep,
     owner: Owner,
     ra: Annotated[
         float | None, QueryParameter(required=False, description="Right ascension, degrees 0-360")
@@ -59,14 +48,13 @@ async def list_datasets(
     them by id. Page with ``cursor`` (the ``next`` of the previous page, with the same
     query). A parameter out of range, or only some of the three, is a 422.
     """
-    query = datasets.query(ra, dec, radius)
-    return await datasets.search(owner, query, cursor, limit)
+    query = services.datasets.query(ra, dec, radius)
+    return await services.datasets.search(owner, query, cursor, limit)
 
 
 @get(
     "/v1/datasets/{dataset_id:path}",
     summary="Get a dataset",
-    dependencies=_DEPENDENCIES,
     responses={
         404: ResponseSpec(
             Problem, description="No such dataset of yours or public", media_type=PROBLEM_JSON
@@ -76,12 +64,12 @@ async def list_datasets(
 async def get_dataset(
     request: Request[object, object, State],
     dataset_id: FromPath[str],
-    datasets: DatasetsDep,
+    services: ServicesDep,
     owner: Owner,
 ) -> Dataset:
     """One dataset: its HDUs, science-plane shape, bands, celestial WCS and footprint. Ids may
     hold ``/`` and ``:``; percent-encode ``?``, ``#``, ``%`` and consecutive slashes."""
-    return await datasets.get(owner, _dataset_id(request, dataset_id))
+    return await services.datasets.get(owner, _dataset_id(request, dataset_id))
 
 
 def _dataset_id(request: Request[object, object, State], parsed: str) -> str:

@@ -10,6 +10,7 @@ from litestar.di import NamedDependency
 
 from edge.resources import Resources
 from edge.services.auth import Authenticator
+from edge.services.datasets import DatasetService
 from edge.services.events import EventHub
 from edge.services.jobs import JobService
 from edge.services.outbox import Outbox
@@ -26,6 +27,7 @@ class Services:
     uploads: UploadService
     outbox: Outbox
     events: EventHub
+    datasets: DatasetService
 
 
 def provide_services(state: State) -> Services:

@@ -4,7 +4,7 @@
 every HDU, the science plane (``fitsio.science_plane``: the first image HDU with a celestial
 WCS), the bands the headers name (``FILTER``, ``FILTER1``/``2``/``3``, ``BAND``, ``PHOTPLAM``)
 and a cube's spectral range in metres, and the celestial WCS summary with its footprint,
-centre and radius (``fitsinfo.wcs_summary``). ``pixfleet datasets add`` calls it in the
+centre and radius (``fitsinfo.summarise``). ``pixfleet datasets add`` calls it in the
 operator's process; the operation calls it in a worker child and writes the record as
 ``<name>.dataset.json``, which the worker parent stores (``pixfleet.datasets``, the op's
 ``after`` hook).
@@ -29,7 +29,7 @@ from contracts.datasets import FITS_MEDIA_TYPE, Band, CelestialWcs, DatasetInfo,
 from pixfleet.sniff import FITS
 from worker.errors import UsageError
 from worker.ops.api import InputFile, Item, LocalContext, OpContext, Picture, output_path
-from worker.ops.fitsinfo import fits_hdu, wcs_summary
+from worker.ops.fitsinfo import fits_hdu, summarise
 from worker.ops.fitsio import ImagePlane, open_fits, science_plane
 from worker.ops.inputs import check_input
 
@@ -77,23 +77,13 @@ def describe(path: Path, dataset_id: str) -> DatasetInfo:
                 raise UsageError(f"input {dataset_id!r}: cannot read a FITS header: {e}") from e
             plane = science_plane(hdul, item)
             bands = _bands(hdul, plane)
-            summary = wcs_summary(plane.index, plane.hdu, issues) if plane.wcs is not None else None
+            summary = summarise(plane.index, plane.wcs, issues) if plane.wcs is not None else None
     info = DatasetInfo(id=dataset_id, hdus=hdus, shape=list(plane.shape), bands=bands)
     if summary is None:
         return info
     return msgspec.structs.replace(
         info,
-        wcs=CelestialWcs(
-            hdu=summary.hdu,
-            ctype=summary.ctype,
-            crval=summary.crval,
-            crpix=summary.crpix,
-            pixel_scale=summary.pixel_scale,
-            rotation=summary.rotation,
-            sip=summary.sip,
-            equinox=summary.equinox,
-            radesys=summary.radesys,
-        ),
+        wcs=CelestialWcs(**{f: getattr(summary, f) for f in CelestialWcs.__struct_fields__}),
         footprint=[(_ra(ra), dec) for ra, dec in summary.footprint],
         centre_ra=_ra(summary.centre[0]),
         centre_dec=summary.centre[1],

@@ -16,6 +16,7 @@ from astropy.io.fits.verify import VerifyError
 from astropy.wcs import WCS
 from astropy.wcs.utils import proj_plane_pixel_scales
 
+from contracts.datasets import CelestialWcs
 from worker.ops.exif import Doc
 
 CardValue = bool | int | float | str | None
@@ -32,19 +33,12 @@ class FitsHdu(Doc):
     cards: list[tuple[str, CardValue, str]] | None = None
 
 
-class WcsSummary(Doc):
-    hdu: int
-    ctype: list[str]
-    crval: list[float]
-    crpix: list[float]
-    pixel_scale: list[float]
-    rotation: float
+class WcsSummary(CelestialWcs, frozen=True):
+    """A dataset record's celestial WCS and where the image lies on the sky."""
+
     footprint: list[list[float]]
     centre: list[float]
     radius: float
-    sip: bool
-    equinox: float | None = None
-    radesys: str | None = None
 
 
 def fits_hdu(index: int, hdu: Any, with_cards: bool, issues: list[str]) -> FitsHdu:
@@ -96,16 +90,25 @@ def _card_value(value: object) -> CardValue:
     return str(value)  # complex values
 
 
-def wcs_summary(index: int, hdu: Any, issues: list[str]) -> WcsSummary | None:
-    """Summarise the celestial WCS of an image HDU; None if it has none."""
+def wcs_summary(index: int, hdu: Any, issues: list[str], hdul: Any = None) -> WcsSummary | None:
+    """Summarise the celestial WCS of an image HDU; None if it has none. ``hdul``, the file's
+    HDU list, lets the WCS read distortion tables kept in other extensions."""
     if not isinstance(hdu, fits.PrimaryHDU | fits.ImageHDU):  # CompImageHDU is an ImageHDU
         return None
     if (_header_int(hdu.header, "NAXIS") or 0) < 2:
         return None
     try:
-        full = WCS(hdu.header)
-        if not full.has_celestial:
-            return None
+        full = WCS(hdu.header, hdul)
+    except (ValueError, KeyError, TypeError, MemoryError) as e:
+        issues.append(f"FITS: HDU {index}: cannot read the WCS: {e}")
+        return None
+    return summarise(index, full, issues) if full.has_celestial else None
+
+
+def summarise(index: int, full: WCS, issues: list[str]) -> WcsSummary | None:
+    """Summarise an HDU's (full) WCS that has celestial axes; None, with an issue, if its
+    footprint cannot be computed."""
+    try:
         return _celestial_summary(index, full)
     except (ValueError, KeyError, TypeError, MemoryError) as e:
         issues.append(f"FITS: HDU {index}: cannot read the WCS: {e}")

@@ -69,7 +69,7 @@ def header(op: Header, item: InputFile, ctx: OpContext) -> InputFile:
         warnings.simplefilter("ignore", FITSFixedWarning)  # wcslib's fixes are not news
         for index, hdu in _selected(hdul, op.hdu, item, issues):
             hdus.append(fits_hdu(index, hdu, True, issues))
-            summary = wcs_summary(index, hdu, issues)
+            summary = wcs_summary(index, hdu, issues, hdul)
             if summary is not None:
                 summaries.append(summary)
     issues += [f"FITS: {w.message}" for w in caught]

@@ -372,7 +372,7 @@ def _describe_fits(op: Metadata, item: InputFile, info: ImageInfo) -> ImageMetad
                         issues.append(f"FITS: only the first {_MAX_HDUS} HDUs are described")
                         break
                     hdus.append(fits_hdu(index, hdu, op.fits_header, issues))
-                    summary = wcs_summary(index, hdu, issues)
+                    summary = wcs_summary(index, hdu, issues, hdul)
                     if summary is not None:
                         summaries.append(summary)
         except (OSError, ValueError, VerifyError, IndexError, KeyError, TypeError) as e:
