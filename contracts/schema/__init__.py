@@ -61,6 +61,19 @@ def tidy(schema: dict[str, Any]) -> dict[str, Any]:
     return tidied
 
 
+def comparable(document: Any) -> Any:
+    """The schema as data with every ``description`` reduced to its words: what a client
+    reads, independent of how a msgspec release indents docstrings or orders keys."""
+    if isinstance(document, dict):
+        return {
+            k: " ".join(v.split()) if k == "description" and isinstance(v, str) else comparable(v)
+            for k, v in document.items()
+        }
+    if isinstance(document, list):
+        return [comparable(v) for v in document]
+    return document
+
+
 def write() -> list[Path]:
     paths = []
     for stem, tp in exported().items():

@@ -136,6 +136,9 @@ def apply(
                 np.true_divide(out, float(np.sinh(1.0 / a)), out=out)
             case "histeq":
                 _equalise(out)
+        if scaling.stretch in ("log", "asinh", "sinh"):
+            # float32 rounding of the transcendental functions can land an ulp outside [0, 1]
+            np.clip(out, 0.0, 1.0, out=out)
     return out
 
 
