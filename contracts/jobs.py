@@ -65,6 +65,13 @@ class ResultItem(msgspec.Struct, kw_only=True, frozen=True):
     """URL that redirects to a signed, short-lived download URL (set by the edge)."""
 
 
+class StoredResult(ResultItem, kw_only=True, frozen=True):
+    """A result as the job row records it: the item and the object-store key it lives at
+    (the key of the attempt that completed the job; ``None`` in records that predate it)."""
+
+    key: str | None = None
+
+
 class ErrorDocument(msgspec.Struct, kw_only=True, frozen=True):
     """Why a job ended in ``ERROR``."""
 

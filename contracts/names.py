@@ -60,9 +60,16 @@ def result_prefix(job_id: UUID | str) -> str:
     return f"results/{job_id}/"
 
 
-def result_object(job_id: UUID | str, name: str) -> str:
-    """Object-store key of a job result."""
-    return f"results/{job_id}/{name}"
+def result_object(job_id: UUID | str, name: str, attempt: UUID | None = None) -> str:
+    """Object-store key of a job result written by the attempt holding lease ``attempt``.
+
+    Each attempt writes under its own lease token, so a stale attempt (a worker that lost its
+    lease while stalled) never overwrites what the job serves; the job row records the key of
+    the attempt that completed it. Keys without an attempt are those of older records.
+    """
+    if attempt is None:
+        return f"results/{job_id}/{name}"
+    return f"results/{job_id}/{attempt.hex}/{name}"
 
 
 def work_prefix(job_id: UUID | str) -> str:
@@ -70,6 +77,12 @@ def work_prefix(job_id: UUID | str) -> str:
     return f"work/{job_id}/"
 
 
-def task_object(job_id: UUID | str, task: int, name: str) -> str:
-    """Object-store key of a file a task of a fanned-out job wrote."""
-    return f"work/{job_id}/{task}/{name}"
+def task_object(job_id: UUID | str, task: int, attempt: UUID, name: str) -> str:
+    """Object-store key of a file one attempt (lease ``attempt``) of a fanned-out job's task
+    wrote; the task row records the keys of the attempt that completed it."""
+    return f"work/{job_id}/{task}/{attempt.hex}/{name}"
+
+
+def scratch_dir(job_id: UUID | str, attempt: UUID, task: int | None = None) -> str:
+    """Name of one attempt's local scratch folder (attempts on one host never share one)."""
+    return f"{job_id}.{attempt.hex}" if task is None else f"{job_id}.{task}.{attempt.hex}"

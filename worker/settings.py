@@ -30,6 +30,9 @@ class WorkerSettings(ServiceSettings, kw_only=True, forbid_unknown_fields=True):
     child_start_timeout: Positive = 60.0
     lease_seconds: Positive = 30.0
     """A claimed job is the worker's while it renews this lease (every third of it)."""
+    record_retry_seconds: Positive = 30.0
+    """How long recording a finished attempt is retried in place while PostgreSQL (or
+    another backing service) is unreachable, before the job is given back."""
     max_attempts: PositiveInt = 4
     """Attempts of a job failing transiently before it is dead-lettered."""
     shutdown_grace: Positive = 30.0

@@ -13,11 +13,10 @@ from litestar.datastructures import State
 from litestar.params import FromPath, QueryParameter
 from litestar.response import Redirect, ServerSentEvent, ServerSentEventMessage
 
-from contracts import names
 from contracts.api import FieldError
 from contracts.jobs import FINAL_PHASES, JobEvent, JobPage, JobSnapshot, Phase
 from edge.api.deps import Owner, Services, ServicesDep
-from edge.errors import InvalidRequestError, ResultNotReadyError, UnknownResultError
+from edge.errors import InvalidRequestError
 from edge.openapi import SubmitJobOperation
 
 _JSON = "application/json"
@@ -89,16 +88,9 @@ async def get_result(
     job_id: FromPath[UUID], name: FromPath[str], services: ServicesDep, owner: Owner
 ) -> Redirect:
     """Redirect (303) to a short-lived signed URL of one result."""
-    snap = await services.jobs.get(owner, job_id)
-    if snap.phase is not Phase.COMPLETED:
-        raise ResultNotReadyError(f"job {job_id} is {snap.phase}")
-    for item in snap.results:
-        if item.name == name:
-            url = await services.resources.store.signed_url(
-                names.result_object(job_id, name), filename=name, media_type=item.media_type
-            )
-            return Redirect(url, status_code=303, headers={"Cache-Control": "no-store"})
-    raise UnknownResultError(f"job {job_id} has no result {name!r}")
+    key, media_type = await services.jobs.result(owner, job_id, name)
+    url = await services.resources.store.signed_url(key, filename=name, media_type=media_type)
+    return Redirect(url, status_code=303, headers={"Cache-Control": "no-store"})
 
 
 @get("/v1/jobs/{job_id:uuid}/events", summary="Stream a job's events")

@@ -19,7 +19,7 @@ import redis.asyncio as aioredis
 
 from contracts import names
 from contracts.api import FieldError, JobRequest
-from contracts.jobs import JobEvent, JobSnapshot, Phase, amqp_priority
+from contracts.jobs import JobEvent, JobSnapshot, Phase, StoredResult, amqp_priority
 from contracts.messages import ControlMessage, JobMessage
 from contracts.opbase import Op
 from contracts.ops import Model, OpCatalog, steps
@@ -31,8 +31,10 @@ from edge.errors import (
     JobNotAbortableError,
     MalformedBodyError,
     OverloadedError,
+    ResultNotReadyError,
     UnknownDatasetInputError,
     UnknownJobError,
+    UnknownResultError,
     UnknownUploadError,
 )
 from edge.services.batching import GroupCommit
@@ -46,6 +48,8 @@ from pixfleet.models import get_models
 from pixfleet.sniff import FITS
 
 _PENDING_GRACE = 30.0  # seconds after which an idempotency key with no job row is stale
+
+_stored_results = msgspec.json.Decoder(list[StoredResult])
 
 
 def validation_error(e: msgspec.ValidationError) -> InvalidRequestError:
@@ -336,6 +340,25 @@ class JobService:
         if row is None:
             raise UnknownJobError(f"no job {job_id}")
         return snapshot(row)
+
+    async def result(self, owner: str, job_id: UUID, name: str) -> tuple[str, str]:
+        """The object-store key and media type of one result of the owner's completed job.
+
+        Raises:
+            UnknownJobError: no such job of this owner.
+            ResultNotReadyError: the job has not completed.
+            UnknownResultError: the job has no result of that name.
+        """
+        row = await self.jobs.get(owner, job_id)
+        if row is None:
+            raise UnknownJobError(f"no job {job_id}")
+        if row["phase"] != Phase.COMPLETED:
+            raise ResultNotReadyError(f"job {job_id} is {row['phase']}")
+        for item in _stored_results.decode(row["results"] or "[]"):
+            if item.name == name:
+                # Records that predate per-attempt keys name the job's own folder.
+                return item.key or names.result_object(job_id, name), item.media_type
+        raise UnknownResultError(f"job {job_id} has no result {name!r}")
 
     async def list_for_owner(
         self, owner: str, phases: Sequence[Phase], cursor: UUID | None, limit: int

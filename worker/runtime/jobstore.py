@@ -10,7 +10,9 @@ from uuid import UUID
 import asyncpg
 import msgspec
 
-from contracts.jobs import ErrorDocument, ResultItem
+from contracts.jobs import ErrorDocument, StoredResult
+
+_results_decoder = msgspec.json.Decoder(list[StoredResult])
 
 
 class Claim(msgspec.Struct, kw_only=True):
@@ -115,7 +117,7 @@ class WorkerJobStore:
             message,
         )
 
-    async def complete(self, claim: Claim, results: Sequence[ResultItem]) -> bool:
+    async def complete(self, claim: Claim, results: Sequence[StoredResult]) -> bool:
         """Record success exactly once; False if the claim was lost meanwhile."""
         ok = await self.pool.fetchval(
             "UPDATE jobs SET phase = 'COMPLETED', results = $3::jsonb, ended_at = now(),"
@@ -152,7 +154,9 @@ class WorkerJobStore:
         )
         return bool(ok)
 
-    async def finished_results(self, owner: str, ids: Sequence[UUID]) -> dict[UUID, list[Any]]:
+    async def finished_results(
+        self, owner: str, ids: Sequence[UUID]
+    ) -> dict[UUID, list[StoredResult]]:
         """Results of the owner's COMPLETED jobs among ``ids`` (others are absent)."""
         rows = await self.pool.fetch(
             "SELECT id, results FROM jobs WHERE id = ANY($1::uuid[]) AND owner = $2"
@@ -160,7 +164,7 @@ class WorkerJobStore:
             list(ids),
             owner,
         )
-        return {r["id"]: msgspec.json.decode(r["results"] or "[]") for r in rows}
+        return {r["id"]: _results_decoder.decode(r["results"] or "[]") for r in rows}
 
     async def inputs(self, ids: Sequence[UUID]) -> dict[UUID, Any]:
         rows = await self.pool.fetch(

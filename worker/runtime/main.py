@@ -19,13 +19,17 @@ from aio_pika.abc import AbstractIncomingMessage
 
 from contracts import names
 from contracts.messages import ControlMessage
+from contracts.ops import OpCatalog
 from pixfleet import broker
 from pixfleet.db import create_pool
 from pixfleet.store import open_store
 from worker.runtime.child import ChildConfig
+from worker.runtime.context import Runtime
 from worker.runtime.jobstore import WorkerJobStore
-from worker.runtime.runner import JobRunner
+from worker.runtime.outcomes import StopReason
+from worker.runtime.runner import handle
 from worker.runtime.slots import SlotPool
+from worker.runtime.taskstore import TaskStore
 from worker.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -34,7 +38,7 @@ _control_decoder = msgspec.json.Decoder(ControlMessage)
 _WATCH_INTERVAL = 2.0  # seconds between checks that the consumer channel is alive
 
 
-async def _listen_control(client: aioredis.Redis, prefix: str, runner: JobRunner) -> None:
+async def _listen_control(client: aioredis.Redis, prefix: str, rt: Runtime) -> None:
     """Abort running jobs on request (the lease renewal catches what this misses)."""
     while True:
         try:
@@ -46,7 +50,7 @@ async def _listen_control(client: aioredis.Redis, prefix: str, runner: JobRunner
                     with contextlib.suppress(msgspec.DecodeError):
                         control = _control_decoder.decode(msg["data"])
                         if control.action == "abort":
-                            runner.abort(control.job_id)
+                            rt.abort(control.job_id)
         except asyncio.CancelledError:
             raise
         except Exception as e:
@@ -106,24 +110,26 @@ async def run_worker(settings: WorkerSettings, stop: asyncio.Event | None = None
         await slots.start()
         try:
             publisher = broker.LiveChannel(res["rabbit"], settings.rabbit, confirms=True)
-            runner = JobRunner(
-                settings,
-                WorkerJobStore(res["pg"]),
-                res["redis"],
-                res["store"],
-                slots,
-                publisher,
-                name,
+            rt = Runtime(
+                settings=settings,
+                jobs=WorkerJobStore(res["pg"]),
+                tasks=TaskStore(res["pg"]),
+                redis=res["redis"],
+                store=res["store"],
+                slots=slots,
+                publisher=publisher,
+                worker_name=name,
+                catalog=OpCatalog.with_plugins(settings.op_plugins),
             )
             tasks: set[asyncio.Task[None]] = set()
 
             async def on_message(message: AbstractIncomingMessage) -> None:
-                task = asyncio.create_task(runner.handle(message))
+                task = asyncio.create_task(handle(rt, message))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
 
             control = asyncio.create_task(
-                _listen_control(res["control_redis"], settings.redis.prefix, runner)
+                _listen_control(res["control_redis"], settings.redis.prefix, rt)
             )
             consumer = broker.LiveChannel(res["rabbit"], settings.rabbit, confirms=False)
             queue, tag, consuming = None, None, None
@@ -152,7 +158,7 @@ async def run_worker(settings: WorkerSettings, stop: asyncio.Event | None = None
             if queue is not None and tag is not None:
                 with contextlib.suppress(Exception):
                     await queue.cancel(tag)
-            await _drain(tasks, runner, settings.shutdown_grace)
+            await _drain(tasks, rt, settings.shutdown_grace)
             control.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await control
@@ -161,11 +167,11 @@ async def run_worker(settings: WorkerSettings, stop: asyncio.Event | None = None
     log.info("worker %s stopped", name)
 
 
-async def _drain(tasks: set[asyncio.Task[None]], runner: JobRunner, grace: float) -> None:
+async def _drain(tasks: set[asyncio.Task[None]], rt: Runtime, grace: float) -> None:
     """Let running jobs finish within ``grace``; then stop and requeue the rest."""
     if tasks:
         _, pending = await asyncio.wait(set(tasks), timeout=grace)
         if pending:
             log.warning("requeueing %d jobs still running after %.0f s", len(pending), grace)
-            runner.stop_all("shutdown")
+            rt.stop_all(StopReason.SHUTDOWN)
             await asyncio.wait(pending, timeout=30)

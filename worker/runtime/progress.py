@@ -37,14 +37,22 @@ class ProgressReporter:
         jobs: WorkerJobStore,
         interval: float,
         db_interval: float,
+        *,
+        start: float = 0.0,
+        default_message: str | None = None,
     ) -> None:
+        """``start``: where the child's 0 lies in the job's progress (its 1 is the job's 1);
+        ``default_message`` stands in for a step that reports none."""
         self.claim, self.redis, self.prefix, self.jobs = claim, redis, prefix, jobs
+        self.start, self.default_message = start, default_message
         self.interval, self.db_interval = interval, db_interval
         self._last_event = 0.0
         self._last_db = 0.0
         self._tasks: set[asyncio.Task[Any]] = set()
 
     def __call__(self, fraction: float, message: str | None) -> None:
+        fraction = self.start + (1.0 - self.start) * fraction
+        message = message or self.default_message
         now = time.monotonic()
         if now - self._last_event >= self.interval:
             self._last_event = now

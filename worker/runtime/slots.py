@@ -17,6 +17,7 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from worker.runtime.child import ChildConfig, ChildTask, child_main
+from worker.runtime.outcomes import StopReason
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +35,8 @@ class ChildCrashedError(Exception):
 class SlotStoppedError(Exception):
     """The job was stopped from outside (abort, lost lease, shutdown, time limit)."""
 
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
+    def __init__(self, reason: StopReason) -> None:
+        super().__init__(reason.value)
         self.reason = reason
 
 
@@ -128,7 +129,7 @@ class Slot:
         task: ChildTask,
         *,
         timeout: float,
-        stop: asyncio.Future[str],
+        stop: asyncio.Future[StopReason],
         on_progress: Callable[[float, str | None], None],
     ) -> Any:
         """Run one task in the child; return its outputs (path, name, media type), or for a
@@ -170,7 +171,7 @@ class Slot:
             await reading
         self.kill()
         await self._restart()
-        raise SlotStoppedError(stop.result() if stop in done else "execution_duration_exceeded")
+        raise SlotStoppedError(stop.result() if stop in done else StopReason.TIME_LIMIT)
 
     async def _restart(self) -> None:
         try:
