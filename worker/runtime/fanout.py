@@ -257,7 +257,7 @@ class TaskAttempt(Attempt):
         for path, name, media_type in outputs:
             final = Path(path).name if not name else f"{name}{Path(path).suffix}"
             key = names.task_object(claim.job_id, claim.idx, claim.token, final)
-            await rt.store.put_file(key, Path(path), media_type)
+            await rt.store.put_file(key, Path(path), media_type, move=True)
             stored.append(TaskOutput(name=final, media_type=media_type, key=key))
 
         async def record() -> None:

@@ -87,8 +87,14 @@ class JobAttempt(Attempt):
             await self.rt.discard_work(self.job_id)
 
     async def work(self, running: Running) -> Record:
+        reporter = self._reporter()  # announces EXECUTING once the job has run a while
+        try:
+            return await self._work(running, reporter)
+        finally:
+            await reporter.drain()
+
+    async def _work(self, running: Running, reporter: ProgressReporter) -> Record:
         rt, claim = self.rt, self.claim
-        await self._event(Phase.EXECUTING)
         request = request_decoder.decode(claim.request)
         pipeline = msgspec.json.encode(request.pipeline)
         ops = top_level_ops(rt, pipeline)
@@ -101,14 +107,13 @@ class JobAttempt(Attempt):
             task = ChildTask(str(claim.job_id), pipeline, inputs, str(self.scratch / "out"), needs)
             if len(ops) == 1 and ops[0].fanout is not None:
                 return await fanout.plan(rt, claim, ops[0].pool, task, running)
-        reporter = self._reporter()
         async with rt.slots.borrow() as slot:
             outputs = await slot.run(
                 task, timeout=claim.execution_duration, stop=running.stop, on_progress=reporter
             )
         await reporter.drain()
+        await self._after(ops, outputs)  # reads the files: before they move into the store
         results = await self._store(outputs)
-        await self._after(ops, outputs)
 
         async def record() -> None:
             if not await rt.persist(
@@ -148,7 +153,7 @@ class JobAttempt(Attempt):
             final = unique_name(base, seen.__contains__)
             seen.add(final)
             key = names.result_object(self.job_id, final, self.token)
-            stored = await self.rt.store.put_file(key, Path(path), media_type)
+            stored = await self.rt.store.put_file(key, Path(path), media_type, move=True)
             results.append(
                 StoredResult(
                     name=final,

@@ -1,5 +1,11 @@
 """Progress of a running job: child -> worker -> Redis pub/sub (throttled) and PostgreSQL
-(throttled further). Called synchronously from the slot reader; writes are tasks."""
+(throttled further). Called synchronously from the slot reader; writes are tasks.
+
+A job shorter than the progress interval sends nothing while it runs: its ``EXECUTING``
+event and its first progress go out only once it has run for ``interval`` (watchers learn of
+a short job from its final event, and its row from the completion). Most jobs are short, and
+two messages per job less is a share of a small job's cost worth having.
+"""
 
 from __future__ import annotations
 
@@ -46,13 +52,24 @@ class ProgressReporter:
         self.claim, self.redis, self.prefix, self.jobs = claim, redis, prefix, jobs
         self.start, self.default_message = start, default_message
         self.interval, self.db_interval = interval, db_interval
-        self._last_event = 0.0
-        self._last_db = 0.0
+        self._last_event = self._last_db = time.monotonic()  # nothing before ``interval``
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._fraction, self._message = start, default_message
+        self._announce = asyncio.get_running_loop().call_later(interval, self._executing)
+
+    def _executing(self) -> None:
+        event = JobEvent(
+            job_id=self.claim.job_id,
+            phase=Phase.EXECUTING,
+            progress=self._fraction,
+            message=self._message,
+        )
+        self._spawn(publish_event(self.redis, self.prefix, event))
 
     def __call__(self, fraction: float, message: str | None) -> None:
         fraction = self.start + (1.0 - self.start) * fraction
         message = message or self.default_message
+        self._fraction, self._message = fraction, message
         now = time.monotonic()
         if now - self._last_event >= self.interval:
             self._last_event = now
@@ -76,6 +93,7 @@ class ProgressReporter:
         task.add_done_callback(self._tasks.discard)
 
     async def drain(self) -> None:
-        """Wait for pending writes so none lands after the final phase."""
+        """Stop reporting and wait for pending writes so none lands after the final phase."""
+        self._announce.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
