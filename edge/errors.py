@@ -1,8 +1,9 @@
-"""Errors the edge answers with, rendered as RFC 9457 problem documents.
+"""Errors the edge answers with, rendered as RFC 9457 problem documents by one handler.
 
 Every deliberate refusal is a ``PixfleetError`` subclass carrying its status, type slug and
-title. Litestar's own HTTP exceptions (413, 404 route, 405) and outages of PostgreSQL, Redis or
-RabbitMQ (503 + Retry-After) are rendered the same way. Anything else is a 500: a bug.
+title. Litestar's own HTTP exceptions (413, 404 route, 405, request validation) and outages of
+PostgreSQL, Redis or RabbitMQ (503 + Retry-After) are rendered the same way. Anything else is a
+500: a bug, logged with its traceback. Every 503 carries ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -10,14 +11,13 @@ from __future__ import annotations
 import logging
 from typing import Any, ClassVar
 
-import asyncpg
 import msgspec
-import redis.exceptions
 from litestar import Request, Response
-from litestar.exceptions import HTTPException
+from litestar.exceptions import HTTPException, ValidationException
 from litestar.types import ExceptionHandlersMap
 
 from contracts.api import FieldError, Problem
+from pixfleet.outages import is_outage
 
 log = logging.getLogger(__name__)
 
@@ -119,21 +119,16 @@ class ServiceUnavailableError(PixfleetError):
     status, type, title = 503, "service-unavailable", "A backing service is unavailable"
 
 
-_OUTAGES: tuple[type[Exception], ...] = (
-    OSError,
-    TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError,
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-)
+class InternalServerError(PixfleetError):
+    status, type, title = 500, "internal-error", "Internal server error"
 
 
-def _problem(
+def _render(
     request: Request[Any, Any, Any], problem: Problem, headers: dict[str, str]
 ) -> Response[bytes]:
     problem.instance = request.url.path
+    if problem.status == 503 and "Retry-After" not in headers:
+        headers = {**headers, "Retry-After": str(getattr(request.app.state, "retry_after", 5))}
     return Response(
         msgspec.json.encode(problem),
         status_code=problem.status,
@@ -142,9 +137,7 @@ def _problem(
     )
 
 
-def pixfleet_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
-    """Render a ``PixfleetError`` as a problem document."""
-    assert isinstance(exc, PixfleetError)
+def _refusal(request: Request[Any, Any, Any], exc: PixfleetError) -> Response[bytes]:
     problem = Problem(
         type=TYPE_BASE + exc.type,
         title=exc.title,
@@ -152,36 +145,55 @@ def pixfleet_error_handler(request: Request[Any, Any, Any], exc: Exception) -> R
         detail=exc.detail,
         errors=exc.errors,
     )
-    return _problem(request, problem, exc.headers)
+    return _render(request, problem, exc.headers)
 
 
-def http_exception_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
-    """Render Litestar's own HTTP exceptions (unknown route, 405, 413) as problem documents."""
-    assert isinstance(exc, HTTPException)
+def _http_problem(request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
+    """Litestar's own HTTP exceptions (unknown route, 405, 413, request validation)."""
     if exc.status_code == 413:
-        return pixfleet_error_handler(request, PayloadTooLargeError())
+        return _refusal(request, PayloadTooLargeError())
+    errors = None
+    if isinstance(exc, ValidationException) and isinstance(exc.extra, list):
+        errors = [
+            FieldError(message=str(e.get("message")), path=_field_path(e))
+            for e in exc.extra
+            if isinstance(e, dict)
+        ] or None
     problem = Problem(
         type="about:blank",
         title=exc.detail or "HTTP error",
         status=exc.status_code,
+        errors=errors,
     )
-    return _problem(request, problem, dict(exc.headers or {}))
+    return _render(request, problem, dict(exc.headers or {}))
 
 
-def outage_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
-    """A backing service is down or timed out: 503 with Retry-After, logged without a trace."""
-    retry_after = str(getattr(request.app.state, "retry_after", 5))
-    log.warning("backing service unavailable on %s: %r", request.url.path, exc)
-    err = ServiceUnavailableError(f"{type(exc).__name__}: try again later")
-    err.headers["Retry-After"] = retry_after
-    return pixfleet_error_handler(request, err)
+def _field_path(error: dict[str, Any]) -> str | None:
+    key, source = error.get("key"), error.get("source")
+    if not key:
+        return None
+    return f"{source}.{key}" if source else str(key)
+
+
+def problem_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    """Render any exception as a problem document: the edge's one exception handler.
+
+    A refusal renders itself; an outage is a 503 with Retry-After, logged in one line; anything
+    else is a bug: logged with its traceback, answered with a 500 that reveals nothing of it.
+    """
+    if isinstance(exc, PixfleetError):
+        return _refusal(request, exc)
+    if isinstance(exc, HTTPException):
+        if exc.status_code >= 500 and exc.status_code != 503:  # Litestar's own 500s are bugs too
+            log.exception("%s %s failed", request.method, request.url.path, exc_info=exc)
+        return _http_problem(request, exc)
+    if is_outage(exc):
+        log.warning("backing service unavailable on %s: %r", request.url.path, exc)
+        return _refusal(request, ServiceUnavailableError(f"{type(exc).__name__}: try again later"))
+    log.exception("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+    return _refusal(request, InternalServerError("an unexpected error; it is logged"))
 
 
 def exception_handlers() -> ExceptionHandlersMap:
-    handlers: ExceptionHandlersMap = {
-        PixfleetError: pixfleet_error_handler,
-        HTTPException: http_exception_handler,
-    }
-    for exc in _OUTAGES:
-        handlers[exc] = outage_handler
-    return handlers
+    """Litestar's handler map: every exception goes to ``problem_handler``."""
+    return {Exception: problem_handler}

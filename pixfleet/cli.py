@@ -76,10 +76,11 @@ def cmd_keys(args: argparse.Namespace) -> int:
 def cmd_edge(args: argparse.Namespace) -> int:
     from edge.main import serve
     from edge.settings import EdgeSettings
+    from pixfleet.logs import setup_logging
 
+    setup_logging(os.environ.get("PIXFLEET_LOG_LEVEL", "INFO"))
     settings = load_settings(EdgeSettings, _env())
     if args.port is not None:
-        os.environ["PIXFLEET_PORT"] = str(args.port)
         settings.port = args.port
     serve(settings)
     return 0

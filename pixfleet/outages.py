@@ -1,37 +1,40 @@
-"""Which exceptions mean "a backing service is unreachable or went away", named once.
-
-PostgreSQL, Redis, RabbitMQ and the object store fail in their own libraries' exception
-types; the edge maps these to 503 + Retry-After and the worker retries its bookkeeping in
-place or gives the job back. Anything else is a bug and is treated as one.
+"""Which exceptions mean "a backing service is unreachable, going away or overloaded": named
+once for the edge (503 + Retry-After) and the worker (bookkeeping retried in place, or the job
+given back). Anything else is a bug and is treated as one.
 """
 
 from __future__ import annotations
 
+import aiormq.exceptions
 import asyncpg
 import redis.exceptions
-from aiormq.exceptions import AMQPConnectionError, ChannelInvalidStateError
 
-OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,  # ConnectionError, refused, reset, unreachable
-    TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,  # a connection closed or broken under the pool
-    asyncpg.InternalClientError,  # a connection left mid-operation by a lost server
-    asyncpg.OperatorInterventionError,  # admin shutdown, cannot connect now
+# asyncpg's InterfaceError and InternalClientError are not here: most are misuses (a bug). The
+# ones from a connection PostgreSQL ended are retried, or raised as ConnectionDoesNotExistError,
+# by ``pixfleet.db.LivePool``.
+OUTAGE_ERRORS: tuple[type[Exception], ...] = (
+    OSError,  # refused, reset, unreachable; aiormq's AMQPConnectionError is a ConnectionError
+    TimeoutError,  # connect, statement, pool acquire
+    asyncpg.PostgresConnectionError,  # class 08, ConnectionDoesNotExistError
+    asyncpg.exceptions.OperatorInterventionError,  # class 57: admin shutdown, cannot connect now
+    asyncpg.exceptions.InsufficientResourcesError,  # class 53: too many connections
+    asyncpg.exceptions.TargetServerAttributeNotMatched,  # no primary reachable (failover)
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
-    AMQPConnectionError,
-    ChannelInvalidStateError,
+    aiormq.exceptions.AMQPConnectionError,
+    aiormq.exceptions.ChannelInvalidStateError,  # the robust connection is reconnecting
+)
+
+# OSErrors that name a path, not a service: a missing or misplaced file is a bug.
+_NOT_OUTAGES: tuple[type[Exception], ...] = (
+    FileNotFoundError,
+    FileExistsError,
+    IsADirectoryError,
+    NotADirectoryError,
+    PermissionError,
 )
 
 
 def is_outage(exc: BaseException) -> bool:
-    """True when ``exc`` (or what it was raised from) is a backing service's outage."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        if isinstance(current, OUTAGE_ERRORS):
-            return True
-        seen.add(id(current))
-        current = current.__cause__
-    return False
+    """True when ``exc`` says a backing service is down or slow (try again later), not a bug."""
+    return isinstance(exc, OUTAGE_ERRORS) and not isinstance(exc, _NOT_OUTAGES)

@@ -2,7 +2,8 @@
 
 Each caller awaits its own result while a few runner tasks flush whatever has accumulated
 (up to ``max_batch`` items) in one call. Under light load a batch holds one item and costs
-nothing extra; under load the batch grows while the previous flush is in flight.
+nothing extra; under load the batch grows while the previous flush is in flight. Every caller
+gets an answer: its result, the flush's exception, or a 503 when the runners stop.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
+
+from edge.errors import ServiceUnavailableError
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -35,13 +38,13 @@ class GroupCommit(Generic[T, R]):
         self._tasks = [asyncio.create_task(self._run()) for _ in range(self._runners)]
 
     async def stop(self) -> None:
+        """Cancel the runners; the callers of unflushed and in-flight batches get a 503."""
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         while not self._queue.empty():
             _, fut = self._queue.get_nowait()
-            if not fut.done():
-                fut.set_exception(RuntimeError("shutting down"))
+            _fail(fut, _stopped())
 
     async def submit(self, item: T) -> R:
         """Queue ``item`` and wait for its result.
@@ -63,11 +66,25 @@ class GroupCommit(Generic[T, R]):
                 continue
             try:
                 results = await self._flush([item for item, _ in live])
+                if len(results) != len(live):
+                    raise RuntimeError(f"flush of {len(live)} items gave {len(results)} results")
+            except asyncio.CancelledError:  # stopped mid-flush: the batch may or may not be done
+                for _, fut in live:
+                    _fail(fut, _stopped())
+                raise
             except Exception as e:  # every caller of the batch sees the failure
                 for _, fut in live:
-                    if not fut.done():
-                        fut.set_exception(e)
+                    _fail(fut, e)
                 continue
             for (_, fut), result in zip(live, results, strict=True):
                 if not fut.done():
                     fut.set_result(result)
+
+
+def _fail(fut: asyncio.Future[R], exc: BaseException) -> None:
+    if not fut.done():
+        fut.set_exception(exc)
+
+
+def _stopped() -> ServiceUnavailableError:
+    return ServiceUnavailableError("the edge is shutting down; retry")

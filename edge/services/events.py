@@ -41,8 +41,7 @@ class EventHub:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        # redis-py leaves PubSub.aclose unannotated
-        await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+        await self._pubsub.aclose()
 
     @contextlib.asynccontextmanager
     async def listen(self, job_id: UUID) -> AsyncIterator[asyncio.Queue[bytes]]:
