@@ -1,6 +1,8 @@
 """Fixtures over the real services: a database cloned from a migrated template per test, a
-RabbitMQ namespace and Redis prefix per test (deleted afterwards), a file store in tmp_path,
-the edge app in the test's own loop, and worker processes started as the operator would."""
+RabbitMQ namespace and Redis prefix per test (deleted afterwards), a file store in tmp_path or a
+bucket on moto, a pool and an object store on them, the edge app in the test's own loop, and
+worker and edge processes started as the operator would; for the operations run in-process, a
+context and spies on OpenCV's codecs. Plain helpers are in ``tests/helpers.py``."""
 
 from __future__ import annotations
 
@@ -16,19 +18,35 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import cv2
 import httpx
+import hypothesis
 import pytest
 import redis.asyncio as aioredis
 from litestar.testing import AsyncTestClient
 
-from contracts.settings import RabbitSettings, load_settings
+from contracts.settings import (
+    PostgresSettings,
+    RabbitSettings,
+    Secret,
+    StoreSettings,
+    load_settings,
+)
 from edge.app import create_app
 from edge.settings import EdgeSettings
 from pixfleet import broker
-from pixfleet.db import migrate
+from pixfleet.db import create_pool, migrate
 from pixfleet.keys import create_key
+from pixfleet.store import ObjectStore, open_store
+from tests.helpers import ROOT
+from worker.ops.api import LocalContext
 
-ROOT = Path(__file__).resolve().parents[1]
+# CI (CI=true) replays the same examples on every run: a landing gate must not fail at random.
+# Elsewhere hypothesis explores anew each run, as it should while developing.
+hypothesis.settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    hypothesis.settings.load_profile("ci")
+
 PG = os.environ.get("PIXFLEET_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -45,7 +63,6 @@ async def _admin(sql: str) -> None:
 def pg_template() -> Iterator[str]:
     """A database with every migration applied, cloned by each test."""
     name = f"pixfleet_tmpl_{os.getpid()}"
-    from contracts.settings import PostgresSettings, Secret
 
     async def create() -> None:
         await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -146,95 +163,120 @@ async def bob(database: str) -> dict[str, str]:
 
 
 @pytest.fixture
+async def pool(env: dict[str, str]) -> AsyncIterator[asyncpg.Pool]:
+    """A connection pool on this test's database, opened as the edge and workers open it."""
+    p = await create_pool(load_settings(PostgresSettings, env, "PIXFLEET_POSTGRES_"), attempts=3)
+    try:
+        yield p
+    finally:
+        await p.close()
+
+
+@pytest.fixture
+async def store(env: dict[str, str]) -> AsyncIterator[ObjectStore]:
+    """The object store of this test's deployment (``store_backend`` says which)."""
+    s = await open_store(load_settings(StoreSettings, env, "PIXFLEET_STORE_"))
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+# -- processes ----------------------------------------------------------------------------
+
+
+def _start_pixfleet(command: str, variables: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """Start ``pixfleet <command>`` with ``variables`` over the environment, output to ``log``."""
+    with log.open("wb") as out:  # the child holds its own copy of the descriptor
+        return subprocess.Popen(
+            [sys.executable, "-m", "pixfleet", command],
+            env={**os.environ, **variables, "PYTHONPATH": str(ROOT)},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
+
+
+def _stop(procs: list[subprocess.Popen[bytes]], grace: float) -> None:
+    """SIGTERM every process still running, then SIGKILL those not gone within ``grace``."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _tail(log: Path, lines: int = 40) -> str:
+    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+
+
+def _wait_serving(
+    what: str,
+    proc: subprocess.Popen[bytes],
+    url: str,
+    log: Path,
+    ready: Callable[[httpx.Response], bool],
+    timeout: float = 30.0,
+) -> None:
+    """Poll ``url`` until its answer is ``ready`` (a bound, not a timed assertion); fail the
+    test with the tail of the process's log if it exits first or the bound passes."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"{what} exited with status {proc.returncode}:\n{_tail(log)}")
+        try:
+            if ready(httpx.get(url, timeout=1.0)):
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    pytest.fail(f"{what} was not ready at {url} within {timeout:.0f} s:\n{_tail(log)}")
+
+
+@pytest.fixture
 def start_worker(
     env: dict[str, str], tmp_path: Path
 ) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
     """Start ``pixfleet worker`` processes; each is stopped (SIGTERM, then SIGKILL) at the end."""
     procs: list[subprocess.Popen[bytes]] = []
 
-    def start(pool: str = "standard", slots: int = 1, **extra: str) -> subprocess.Popen[bytes]:
-        variables = {
-            **os.environ,
-            **env,
-            "PIXFLEET_POOL": pool,
-            "PIXFLEET_SLOTS": str(slots),
-            "PYTHONPATH": str(ROOT),
-            **extra,
-        }
-        log = open(tmp_path / f"worker-{len(procs)}.log", "wb")  # noqa: SIM115 - closed by the child
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "pixfleet", "worker"],
-            env=variables,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-        )
-        log.close()
+    def start(
+        pool: str = "standard", slots: int = 1, *, ready: bool = False, **extra: str
+    ) -> subprocess.Popen[bytes]:
+        """``ready``: return once the worker consumes (its children have started)."""
+        variables = {**env, "PIXFLEET_POOL": pool, "PIXFLEET_SLOTS": str(slots), **extra}
+        log = tmp_path / f"worker-{len(procs)}.log"
+        proc = _start_pixfleet("worker", variables, log)
         procs.append(proc)
+        deadline = time.monotonic() + 60  # a bound, not a timed assertion
+        while ready and "consuming" not in log.read_text(errors="replace"):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"the worker did not start consuming:\n{log.read_text()[-4000:]}")
+            time.sleep(0.05)
         return proc
 
     yield start
-    for proc in procs:
-        if proc.poll() is None:
-            proc.terminate()
-    for proc in procs:
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-async def wait_for(
-    client: AsyncTestClient[Any],
-    href: str,
-    headers: dict[str, str],
-    phases: set[str],
-    timeout: float = 60.0,
-) -> dict[str, Any]:
-    """Poll a job until it reaches one of ``phases`` (a bound, not a timed assertion)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        job: dict[str, Any] = (await client.get(href, headers=headers)).json()
-        if job["phase"] in phases or time.monotonic() > deadline:
-            return job
-        await asyncio.sleep(0.05)
+    _stop(procs, grace=30)
 
 
 @pytest.fixture
 def live_edge(env: dict[str, str], tmp_path: Path) -> Iterator[str]:
-    """``pixfleet edge`` as its own process (uvicorn), for what needs a real HTTP server."""
+    """``pixfleet edge`` as its own process (uvicorn), for what needs a real HTTP server; the
+    test fails, showing the edge's log, if the edge does not become ready."""
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
-    variables = {
-        **os.environ,
-        **env,
-        "PIXFLEET_PORT": str(port),
-        "PIXFLEET_STORE_PUBLIC_URL": base,
-        "PYTHONPATH": str(ROOT),
-    }
-    with open(tmp_path / "edge.log", "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "pixfleet", "edge"],
-            env=variables,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-        )
+    variables = {**env, "PIXFLEET_PORT": str(port), "PIXFLEET_STORE_PUBLIC_URL": base}
+    log = tmp_path / "edge.log"
+    proc = _start_pixfleet("edge", variables, log)
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None, (tmp_path / "edge.log").read_text()
-            time.sleep(0.1)
+        _wait_serving("pixfleet edge", proc, f"{base}/readyz", log, lambda r: r.status_code == 200)
         yield base
     finally:
-        proc.terminate()
-        proc.wait(20)
+        _stop([proc], grace=20)
 
 
 def _free_port() -> int:
@@ -257,24 +299,10 @@ def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(300):  # up to ~30 s: a bound, not a timed assert
-            if proc.poll() is not None:
-                pytest.fail(f"moto server exited: {log.read_text()}")
-            try:
-                httpx.get(url, timeout=1.0)
-                break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        else:
-            pytest.fail(f"moto server did not answer: {log.read_text()}")
+        _wait_serving("moto.server", proc, url, log, lambda r: True)  # any answer will do
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _stop([proc], grace=10)
 
 
 @pytest.fixture
@@ -295,3 +323,42 @@ def store_env(store_backend: str, request: pytest.FixtureRequest, namespace: str
         "PIXFLEET_STORE_ACCESS_KEY_ID": "test",
         "PIXFLEET_STORE_SECRET_ACCESS_KEY": "test",
     }
+
+
+# -- operations in-process ----------------------------------------------------------------
+
+
+@pytest.fixture
+def ctx(tmp_path: Path) -> LocalContext:
+    """An operation context writing under ``tmp_path / "out"``, with the default limits."""
+    workdir = tmp_path / "out"
+    workdir.mkdir()
+    return LocalContext(workdir=workdir)
+
+
+@pytest.fixture
+def decodes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The flags of every ``cv2.imdecodeWithMetadata`` call the operations make."""
+    flags: list[int] = []
+    decode = cv2.imdecodeWithMetadata
+
+    def spy(data: Any, flag: int) -> Any:
+        flags.append(flag)
+        return decode(data, flag)
+
+    monkeypatch.setattr(cv2, "imdecodeWithMetadata", spy)
+    return flags
+
+
+@pytest.fixture
+def encodes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The extension of every ``cv2.imencodeWithMetadata`` call the operations make."""
+    exts: list[str] = []
+    encode = cv2.imencodeWithMetadata
+
+    def spy(ext: str, *args: Any) -> Any:
+        exts.append(ext)
+        return encode(ext, *args)
+
+    monkeypatch.setattr(cv2, "imencodeWithMetadata", spy)
+    return exts

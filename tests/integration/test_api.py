@@ -6,44 +6,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import aio_pika
 import pytest
 from litestar.testing import AsyncTestClient
 
 from contracts import names
+from tests.helpers import Client, assert_problem, job_body, queue_depth, upload
 from tests.images import photo, png_bomb
-
-Client = AsyncTestClient[Any]
-
-
-async def upload(client: Client, headers: dict[str, str], data: bytes | None = None) -> str:
-    r = await client.post("/v1/uploads", content=data or photo(), headers=headers)
-    assert r.status_code == 201, r.text
-    return str(r.json()["id"])
-
-
-def job_body(upload_id: str, **extra: Any) -> dict[str, Any]:
-    return {"inputs": [upload_id], "pipeline": [{"op": "thumbnail", "size": 64}], **extra}
-
-
-async def queue_depth(namespace: str, pool: str = "standard") -> int:
-    conn = await aio_pika.connect("amqp://guest:guest@127.0.0.1/")
-    try:
-        channel = await conn.channel()
-        queue = await channel.declare_queue(names.pool_queue(namespace, pool), passive=True)
-        return int(queue.declaration_result.message_count or 0)
-    finally:
-        await conn.close()
-
-
-def assert_problem(r: Any, status: int, type_part: str | None = None) -> dict[str, Any]:
-    assert r.status_code == status, r.text
-    assert r.headers["content-type"].startswith("application/problem+json")
-    doc: dict[str, Any] = r.json()
-    assert doc["status"] == status and doc["title"]
-    if type_part:
-        assert type_part in doc["type"]
-    return doc
 
 
 async def test_upload_records_digest_type_and_size(client: Client, alice: dict[str, str]) -> None:

@@ -9,14 +9,10 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import subprocess
-import sys
 import warnings
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import cv2
 import numpy as np
 import pytest
@@ -26,27 +22,16 @@ from astropy.io import fits
 from astropy.nddata import Cutout2D
 from astropy.visualization import make_lupton_rgb
 from astropy.wcs import WCS, FITSFixedWarning
-from litestar.testing import AsyncTestClient
 
 from tests import astrodata
-from tests.conftest import ROOT, wait_for
-from tests.integration.test_api import upload
-from tests.integration.test_engine import fetch_result
+from tests.helpers import FINAL, Client, fetch_result, fetch_rows, run_pixfleet, upload, wait_for
 
 pytestmark = pytest.mark.slow
-Client = AsyncTestClient[Any]
-FINAL = {"COMPLETED", "ERROR", "ABORTED"}
 
 
 def datasets_add(env: dict[str, str], path: Path, dataset_id: str) -> None:
-    variables = {**os.environ, **env, "PYTHONPATH": str(ROOT)}
-    subprocess.run(
-        [sys.executable, "-m", "pixfleet", "datasets", "add", str(path), "--id", dataset_id],
-        env=variables,
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-    )
+    added = run_pixfleet(env, "datasets", "add", path, "--id", dataset_id)
+    assert added.returncode == 0, added.stderr
 
 
 async def run_job(
@@ -250,9 +235,5 @@ async def test_mosaic_of_the_m1_pair_fans_out_over_heavy_workers(
     with read_fits(await fetch_result(client, alice, done["results"][1])) as coverage:
         cov = next(h.data for h in coverage if h.data is not None)
         assert cov.max() == pytest.approx(2.0, abs=0.05)  # UKIDSS lies inside DSS
-    conn = await asyncpg.connect(database)
-    try:
-        tasks = await conn.fetch("SELECT phase FROM job_tasks ORDER BY idx")
-    finally:
-        await conn.close()
+    tasks = await fetch_rows(database, "SELECT phase FROM job_tasks ORDER BY idx")
     assert [t["phase"] for t in tasks] == ["COMPLETED", "COMPLETED"]

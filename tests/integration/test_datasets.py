@@ -7,10 +7,6 @@ recorded as its owner's dataset by the ``catalogue`` job (in-process, and throug
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -20,11 +16,10 @@ import msgspec
 import numpy as np
 import pytest
 from astropy.io import fits
-from litestar.testing import AsyncTestClient
 
 from contracts.astro import Catalogue
 from contracts.datasets import DatasetInfo
-from contracts.settings import LimitsSettings, PostgresSettings, StoreSettings, load_settings
+from contracts.settings import LimitsSettings
 from edge.store.datasets import DatasetStore
 from pixfleet.datasets import (
     DatasetConflictError,
@@ -37,18 +32,12 @@ from pixfleet.datasets import (
     record_job_datasets,
     remove_dataset,
 )
-from pixfleet.db import create_pool
-from pixfleet.store import ObjectStore, open_store
+from pixfleet.store import ObjectStore
 from tests import astrodata
-from tests.conftest import wait_for
+from tests.helpers import BOTH_STORES, Client, assert_problem, run_pixfleet, wait_for
 from tests.images import photo
-from tests.integration.test_api import assert_problem
 from worker.ops.api import InputFile, LocalContext
 from worker.ops.catalogue import catalogue
-
-ROOT = Path(__file__).resolve().parents[2]
-BOTH_STORES = pytest.mark.parametrize("store_backend", ["file", "s3"], indirect=True)
-Client = AsyncTestClient[Any]
 
 
 def field(
@@ -72,47 +61,18 @@ def field(
     return path
 
 
-@pytest.fixture
-async def pool(env: dict[str, str]) -> AsyncIterator[Any]:
-    p = await create_pool(load_settings(PostgresSettings, env, "PIXFLEET_POSTGRES_"), attempts=3)
-    try:
-        yield p
-    finally:
-        await p.close()
-
-
-@pytest.fixture
-async def store(env: dict[str, str]) -> AsyncIterator[ObjectStore]:
-    s = await open_store(load_settings(StoreSettings, env, "PIXFLEET_STORE_"))
-    try:
-        yield s
-    finally:
-        await s.close()
-
-
-def pixfleet(env: dict[str, str], *args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pixfleet", *map(str, args)],
-        env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=120,
-    )
-
-
 # -- pixfleet datasets: real files -----------------------------------------------------------
 
 
 def test_the_operator_registers_real_files(env: dict[str, str], tmp_path: Path) -> None:
     rice = astrodata.m13_variants()["RICE_1"]
     files = [astrodata.acs_flt(), astrodata.m1_dss(), astrodata.m1_ukidss(), rice]
-    added = pixfleet(env, "datasets", "add", *files)
+    added = run_pixfleet(env, "datasets", "add", *files)
     assert added.returncode == 0, added.stderr
     assert added.stdout.count("added dataset ") == 4
-    renamed = pixfleet(env, "datasets", "add", astrodata.sip_file(), "--id", "survey/sip:1")
+    renamed = run_pixfleet(env, "datasets", "add", astrodata.sip_file(), "--id", "survey/sip:1")
     assert renamed.returncode == 0, renamed.stderr
-    listing = pixfleet(env, "datasets", "list", "--json")
+    listing = run_pixfleet(env, "datasets", "list", "--json")
     assert listing.returncode == 0, listing.stderr
     records = {r["id"]: r for r in json.loads(listing.stdout)}
     assert set(records) == {
@@ -154,29 +114,29 @@ def test_the_operator_registers_real_files(env: dict[str, str], tmp_path: Path) 
     assert records["image"]["wcs"]["ctype"] == ["RA---ZPN", "DEC--ZPN"]
     assert records["survey/sip:1"]["wcs"]["sip"] is True
 
-    table = pixfleet(env, "datasets", "list")
+    table = run_pixfleet(env, "datasets", "list")
     assert table.returncode == 0 and "j8bt06nyq_flt" in table.stdout and "F606W" in table.stdout
-    removed = pixfleet(env, "datasets", "remove", "image")
+    removed = run_pixfleet(env, "datasets", "remove", "image")
     assert removed.returncode == 0 and "removed dataset image" in removed.stdout
-    again = pixfleet(env, "datasets", "remove", "image")
+    again = run_pixfleet(env, "datasets", "remove", "image")
     assert again.returncode == 1 and "no dataset" in again.stderr
 
 
 def test_the_operator_is_told_what_is_wrong(env: dict[str, str], tmp_path: Path) -> None:
     flat = field(tmp_path / "flat.fits", (10.0, 10.0), 0.1, wcs=False)
-    refused = pixfleet(env, "datasets", "add", flat)
+    refused = run_pixfleet(env, "datasets", "add", flat)
     assert refused.returncode == 1 and "celestial WCS" in refused.stderr, refused.stderr
     text = tmp_path / "notes.fits"
     text.write_text("not a FITS file\n")
-    assert "cannot read the FITS file" in pixfleet(env, "datasets", "add", text).stderr
+    assert "cannot read the FITS file" in run_pixfleet(env, "datasets", "add", text).stderr
     one = field(tmp_path / "one.fits", (10.0, 10.0), 0.1)
     two = field(tmp_path / "two.fits", (11.0, 10.0), 0.1)
-    assert pixfleet(env, "datasets", "add", one, two, "--id", "x").returncode == 2
-    bad_id = pixfleet(env, "datasets", "add", one, "--id", "has space")
+    assert run_pixfleet(env, "datasets", "add", one, two, "--id", "x").returncode == 2
+    bad_id = run_pixfleet(env, "datasets", "add", one, "--id", "has space")
     assert bad_id.returncode == 1 and "invalid dataset id" in bad_id.stderr
-    missing = pixfleet(env, "datasets", "add", tmp_path / "nope.fits")
+    missing = run_pixfleet(env, "datasets", "add", tmp_path / "nope.fits")
     assert missing.returncode == 1 and "no such file" in missing.stderr
-    assert json.loads(pixfleet(env, "datasets", "list", "--json").stdout) == []
+    assert json.loads(run_pixfleet(env, "datasets", "list", "--json").stdout) == []
 
 
 # -- records of synthetic files ----------------------------------------------------------------

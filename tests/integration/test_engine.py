@@ -11,80 +11,34 @@ import json
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
 import aio_pika
-import asyncpg
-import httpx
 import pytest
-from litestar.testing import AsyncTestClient
 from PIL import Image
 
 from contracts import names
-from tests.conftest import wait_for
+from tests.helpers import (
+    BOTH_STORES,
+    FINAL,
+    Client,
+    child_pid,
+    fetch_result,
+    fetch_rows,
+    queue_depth,
+    submit,
+    upload,
+    wait_for,
+    wait_until,
+)
 from tests.hostile import corrupt_huffman_jpeg
 from tests.images import photo
-from tests.integration.test_api import queue_depth, upload
 
 pytestmark = pytest.mark.slow
-Client = AsyncTestClient[Any]
-FINAL = {"COMPLETED", "ERROR", "ABORTED"}
 
 
-async def submit(
-    client: Client,
-    headers: dict[str, str],
-    inputs: list[str],
-    pipeline: list[dict[str, Any]],
-    **extra: Any,
-) -> dict[str, Any]:
-    r = await client.post(
-        "/v1/jobs", json={"inputs": inputs, "pipeline": pipeline, **extra}, headers=headers
-    )
-    assert r.status_code == 202, r.text
-    job: dict[str, Any] = r.json()
-    return job
-
-
-async def fetch_result(client: Client, headers: dict[str, str], result: dict[str, Any]) -> bytes:
-    """Follow the result's 303 to its signed URL: the edge's own (file store) or S3's."""
-    r = await client.get(result["href"], headers=headers, follow_redirects=False)
-    assert r.status_code == 303, r.text
-    signed = r.headers["location"]
-    edge = "http://127.0.0.1:8000"
-    if signed.startswith(edge):
-        assert "sig=" in signed and "exp=" in signed
-        got = await client.get(signed.removeprefix(edge))
-    else:
-        assert "X-Amz-Signature=" in signed and "X-Amz-Expires=" in signed
-        async with httpx.AsyncClient() as http:  # no API key: the URL alone grants access
-            got = await http.get(signed)
-    assert got.status_code == 200, got.text
-    assert got.headers["content-type"] == result["media_type"]
-    return bytes(got.content)
-
-
-async def wait_until(predicate: Any, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not reached")
-        await asyncio.sleep(0.05)
-
-
-async def child_pid(marker: Path) -> int:
-    """Wait until a ``test_slow`` job has started in a child (it writes its pid); return it."""
-
-    async def written() -> bool:
-        return marker.exists() and marker.read_text() != ""
-
-    await wait_until(written)
-    return int(marker.read_text())
-
-
-@pytest.mark.parametrize("store_backend", ["file", "s3"], indirect=True)
+@BOTH_STORES
 async def test_thumbnail_end_to_end(
     client: Client, alice: dict[str, str], start_worker: Any, store_backend: str
 ) -> None:
@@ -240,11 +194,7 @@ async def test_worker_killed_mid_job_the_job_completes_exactly_once(
     assert done["phase"] == "COMPLETED", done
     assert done["attempts"] == 2
     assert len(done["results"]) == 1
-    conn = await asyncpg.connect(database)
-    try:
-        rows = await conn.fetch("SELECT phase, attempts FROM jobs")
-    finally:
-        await conn.close()
+    rows = await fetch_rows(database, "SELECT phase, attempts FROM jobs")
     assert [tuple(r) for r in rows] == [("COMPLETED", 2)]
 
 
@@ -313,13 +263,9 @@ async def test_interactive_job_overtakes_a_batch_backlog(
     last = await wait_for(client, batch[-1]["href"], alice, FINAL, timeout=120)
     assert last["phase"] == "COMPLETED"
     await wait_for(client, urgent["href"], alice, FINAL)
-    conn = await asyncpg.connect(database)
-    try:
-        rows = await conn.fetch(
-            "SELECT id::text, started_at FROM jobs WHERE id::text <> $1", blocker["id"]
-        )
-    finally:
-        await conn.close()
+    rows = await fetch_rows(
+        database, "SELECT id::text, started_at FROM jobs WHERE id::text <> $1", blocker["id"]
+    )
     started = {r["id"]: r["started_at"] for r in rows}
     urgent_start = started.pop(urgent["id"])
     before = [i for i, t in started.items() if t < urgent_start]

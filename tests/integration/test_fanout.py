@@ -13,30 +13,25 @@ from pathlib import Path
 from typing import Any
 
 import aio_pika
-import asyncpg
 import msgspec
 import pytest
-from litestar.testing import AsyncTestClient
 
 from contracts import names
 from contracts.jobs import Pool
 from contracts.messages import JobMessage
 from pixfleet.broker import job_message
-from tests.conftest import wait_for
-from tests.integration.test_api import upload
-from tests.integration.test_engine import fetch_result, submit, wait_until
+from tests.helpers import (
+    FINAL,
+    Client,
+    fetch_result,
+    fetch_rows,
+    submit,
+    upload,
+    wait_for,
+    wait_until,
+)
 
 pytestmark = pytest.mark.slow
-Client = AsyncTestClient[Any]
-FINAL = {"COMPLETED", "ERROR", "ABORTED"}
-
-
-async def _rows(database: str, sql: str, *args: Any) -> list[asyncpg.Record]:
-    conn = await asyncpg.connect(database)
-    try:
-        return list(await conn.fetch(sql, *args))
-    finally:
-        await conn.close()
 
 
 async def _uploads(client: Client, headers: dict[str, str], n: int) -> list[str]:
@@ -70,7 +65,7 @@ async def test_tasks_run_in_parallel_on_several_workers_and_combine_once(
     assert [p["index"] for p in body["parts"]] == [0, 1, 2, 3]
     assert all(p["of"] == 4 for p in body["parts"])  # the plan's shared state reached tasks
     assert body["sum"] == sum(p["size"] for p in body["parts"]) > 0
-    tasks = await _rows(
+    tasks = await fetch_rows(
         database, "SELECT idx, phase, attempts, worker, label FROM job_tasks ORDER BY idx"
     )
     assert [(t["idx"], t["phase"], t["attempts"]) for t in tasks] == [
@@ -79,7 +74,7 @@ async def test_tasks_run_in_parallel_on_several_workers_and_combine_once(
     assert [t["label"] for t in tasks] == ups
     assert len({t["worker"] for t in tasks}) == 2  # both workers took tasks
     assert len(_markers(markers, "combine")) == 1
-    jobs = await _rows(database, "SELECT stage, tasks_done, tasks_total, progress FROM jobs")
+    jobs = await fetch_rows(database, "SELECT stage, tasks_done, tasks_total, progress FROM jobs")
     assert [tuple(j) for j in jobs] == [("combine", 4, 4, 1.0)]
     work = Path(env["PIXFLEET_STORE_ROOT"]) / names.work_prefix(job["id"])
     assert not work.exists()  # intermediate files go when the job ends
@@ -126,11 +121,11 @@ async def test_worker_killed_during_a_task_the_task_is_retried_and_the_job_compl
     start_worker()
     done = await wait_for(client, job["href"], alice, FINAL, timeout=90)
     assert done["phase"] == "COMPLETED", done
-    tasks = await _rows(database, "SELECT idx, phase, attempts FROM job_tasks ORDER BY idx")
+    tasks = await fetch_rows(database, "SELECT idx, phase, attempts FROM job_tasks ORDER BY idx")
     assert tasks[0]["phase"] == tasks[1]["phase"] == "COMPLETED"
     assert tasks[0]["attempts"] == 2  # the killed task ran again
     assert len(_markers(markers, "combine")) == 1
-    rows = await _rows(database, "SELECT phase, results FROM jobs")
+    rows = await fetch_rows(database, "SELECT phase, results FROM jobs")
     assert [r["phase"] for r in rows] == ["COMPLETED"]
     assert [r["name"] for r in msgspec.json.decode(rows[0]["results"])] == ["sum.json"]
 
@@ -159,11 +154,11 @@ async def test_worker_killed_during_the_combine_step_the_job_completes_once(
     done = await wait_for(client, job["href"], alice, FINAL, timeout=90)
     assert done["phase"] == "COMPLETED", done
     assert len(_markers(markers, "combine")) == 2  # ran again after the crash ...
-    rows = await _rows(database, "SELECT phase, results, attempts FROM jobs")
+    rows = await fetch_rows(database, "SELECT phase, results, attempts FROM jobs")
     assert [r["phase"] for r in rows] == ["COMPLETED"]  # ... recorded once
     assert len(msgspec.json.decode(rows[0]["results"])) == 1
     assert rows[0]["attempts"] == 3  # plan, the killed combine, the combine
-    tasks = await _rows(database, "SELECT attempts FROM job_tasks")
+    tasks = await fetch_rows(database, "SELECT attempts FROM job_tasks")
     assert [t["attempts"] for t in tasks] == [1, 1]  # tasks are not redone
 
 
@@ -204,7 +199,7 @@ async def test_duplicate_deliveries_do_not_run_the_combine_twice(
     assert again["phase"] == "COMPLETED" and again["results"] == done["results"]
     assert len(_markers(markers, "combine")) == 1
     assert len(_markers(markers, "task")) == 2
-    rows = await _rows(database, "SELECT attempts FROM jobs")
+    rows = await fetch_rows(database, "SELECT attempts FROM jobs")
     assert [r["attempts"] for r in rows] == [2]  # plan and combine, nothing more
 
 
@@ -225,7 +220,7 @@ async def test_a_task_failing_with_a_usage_error_fails_the_job_naming_it(
     assert done["phase"] == "ERROR", done
     assert done["error"]["code"] == "usage_error"
     assert done["error"]["message"] == (f"task 2 ({ups[1]}): input {ups[1]} is not to my taste")
-    tasks = await _rows(database, "SELECT idx, phase FROM job_tasks ORDER BY idx")
+    tasks = await fetch_rows(database, "SELECT idx, phase FROM job_tasks ORDER BY idx")
     assert tasks[1]["phase"] == "ERROR"
     assert not _markers(markers, "combine")
     work = Path(env["PIXFLEET_STORE_ROOT"]) / names.work_prefix(job["id"])
@@ -264,7 +259,7 @@ async def test_abort_of_the_job_stops_its_running_tasks(
     assert (await wait_for(client, nxt["href"], alice, FINAL))["phase"] == "COMPLETED"
     assert len(_markers(markers, "task")) == 1
     assert (await client.get(job["href"], headers=alice)).json()["phase"] == "ABORTED"
-    tasks = await _rows(database, "SELECT phase FROM job_tasks WHERE phase = 'COMPLETED'")
+    tasks = await fetch_rows(database, "SELECT phase FROM job_tasks WHERE phase = 'COMPLETED'")
     assert tasks == []
 
 

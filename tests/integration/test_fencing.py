@@ -18,9 +18,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from tests.conftest import wait_for
-from tests.integration.test_api import upload
-from tests.integration.test_engine import FINAL, Client, child_pid, submit, wait_until
+from tests.helpers import FINAL, Client, child_pid, submit, upload, wait_for, wait_until
 
 pytestmark = [
     pytest.mark.slow,

@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 from litestar.testing import AsyncTestClient
@@ -30,6 +29,7 @@ from edge.errors import (
 from edge.settings import EdgeSettings
 from pixfleet.store import FileStore
 from tests import hostile
+from tests.helpers import fetch_rows
 
 Client = AsyncTestClient[Any]
 MAX_FRAMES = 10
@@ -50,12 +50,8 @@ def env(env: dict[str, str]) -> dict[str, str]:
 
 
 async def _upload_rows(database: str) -> int:
-    conn = await asyncpg.connect(database)
-    try:
-        count: int = await conn.fetchval("SELECT count(*) FROM uploads")
-        return count
-    finally:
-        await conn.close()
+    [(count,)] = await fetch_rows(database, "SELECT count(*) FROM uploads")
+    return int(count)
 
 
 def _left_in_store(settings: EdgeSettings) -> list[Path]:

@@ -17,11 +17,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import wait_for
+from tests.helpers import (
+    FINAL,
+    Client,
+    fetch_result,
+    queue_depth,
+    run_pixfleet,
+    submit,
+    upload,
+    wait_for,
+)
 from tests.hostile import corrupt_huffman_jpeg
 from tests.images import photo
-from tests.integration.test_api import queue_depth, upload
-from tests.integration.test_engine import FINAL, Client, fetch_result, submit
 
 pytestmark = pytest.mark.slow
 
@@ -325,12 +332,11 @@ async def test_hostile_files_fail_as_usage_errors_and_the_slot_goes_on(
 async def test_registered_model_runs_on_the_heavy_pool(
     client: Client, alice: dict[str, str], start_worker: Any, env: dict[str, str], tmp_path: Any
 ) -> None:
-    from tests.integration.test_models import _pixfleet
     from tests.unit.test_model_op import affine
 
     darken = tmp_path / "darken.onnx"
     darken.write_bytes(affine(0.5, 0.0))
-    added = _pixfleet(env, "add", "darken", str(darken), "--tile", "64", "--overlap", "8")
+    added = run_pixfleet(env, "models", "add", "darken", darken, "--tile", "64", "--overlap", "8")
     assert added.returncode == 0, added.stderr
     source = photo(300, 200, "PNG")
     up = await upload(client, alice, source)

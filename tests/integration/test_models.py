@@ -6,10 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import subprocess
-import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import msgspec
@@ -18,8 +14,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from contracts.settings import PostgresSettings, StoreSettings, load_settings
-from pixfleet.db import create_pool, migrations
+from pixfleet.db import migrations
 from pixfleet.models import (
     InvalidModelError,
     LocalModel,
@@ -34,10 +29,8 @@ from pixfleet.models import (
     object_key,
     remove_model,
 )
-from pixfleet.store import ObjectStore, open_store
-
-ROOT = Path(__file__).resolve().parents[2]
-BOTH_STORES = pytest.mark.parametrize("store_backend", ["file", "s3"], indirect=True)
+from pixfleet.store import ObjectStore
+from tests.helpers import BOTH_STORES, leaked_imports, run_pixfleet
 
 
 def onnx_model(a: float = 0.5, b: float = 0.25) -> bytes:
@@ -55,24 +48,6 @@ def onnx_model(a: float = 0.5, b: float = 0.25) -> bytes:
 def write(path: Path, data: bytes) -> Path:
     path.write_bytes(data)
     return path
-
-
-@pytest.fixture
-async def pool(env: dict[str, str]) -> AsyncIterator[object]:
-    p = await create_pool(load_settings(PostgresSettings, env, "PIXFLEET_POSTGRES_"), attempts=3)
-    try:
-        yield p
-    finally:
-        await p.close()
-
-
-@pytest.fixture
-async def store(env: dict[str, str]) -> AsyncIterator[ObjectStore]:
-    s = await open_store(load_settings(StoreSettings, env, "PIXFLEET_STORE_"))
-    try:
-        yield s
-    finally:
-        await s.close()
 
 
 def test_the_migration_is_shipped() -> None:
@@ -215,17 +190,6 @@ async def test_fetch_model_gives_a_local_verified_copy(
     assert sorted(p.name for p in cache.iterdir()) == [path.name]
 
 
-def _pixfleet(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pixfleet", "models", *args],
-        env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
 @BOTH_STORES
 def test_cli_add_list_remove(env: dict[str, str], tmp_path: Path) -> None:
     data = onnx_model()
@@ -233,44 +197,41 @@ def test_cli_add_list_remove(env: dict[str, str], tmp_path: Path) -> None:
     sha = hashlib.sha256(data).hexdigest()
     options = ["--scale", "2", "--tile", "128", "--overlap", "8", "--channels", "bgr"]
     options += ["--input-range", "255", "--output-range", "255", "--mean", "1,2,3"]
-    added = _pixfleet(env, "add", "sr", str(path), *options, "--description", "an upscaler")
+    added = run_pixfleet(
+        env, "models", "add", "sr", str(path), *options, "--description", "an upscaler"
+    )
     assert added.returncode == 0, added.stderr
     assert sha in added.stdout
 
-    table = _pixfleet(env, "list")
+    table = run_pixfleet(env, "models", "list")
     assert table.returncode == 0, table.stderr
     header, row = table.stdout.splitlines()
     assert header.split()[:3] == ["NAME", "SCALE", "TILE"]
     assert row.split()[:6] == ["sr", "x2", "128", "8", "bgr", "255->255"]
     assert row.endswith("an upscaler") and sha[:12] in row
 
-    listed = _pixfleet(env, "list", "--json")
+    listed = run_pixfleet(env, "models", "list", "--json")
     assert listed.returncode == 0, listed.stderr
     (spec,) = msgspec.json.decode(listed.stdout, type=list[ModelSpec])
     assert (spec.name, spec.sha256, spec.scale, spec.mean) == ("sr", sha, 2, (1.0, 2.0, 3.0))
     assert json.loads(listed.stdout)[0]["object_key"] == f"models/sr/{sha}.onnx"
 
-    refused = _pixfleet(env, "add", "bad", str(write(tmp_path / "bad.onnx", b"x" * 100)))
+    refused = run_pixfleet(
+        env, "models", "add", "bad", str(write(tmp_path / "bad.onnx", b"x" * 100))
+    )
     assert refused.returncode == 1 and "not an ONNX model" in refused.stderr
-    refused = _pixfleet(env, "add", "sr", str(path), "--tile", "8")
+    refused = run_pixfleet(env, "models", "add", "sr", str(path), "--tile", "8")
     assert refused.returncode == 1 and "tile" in refused.stderr
-    missing = _pixfleet(env, "add", "sr", str(tmp_path / "nothing.onnx"))
+    missing = run_pixfleet(env, "models", "add", "sr", str(tmp_path / "nothing.onnx"))
     assert missing.returncode == 1 and "no such file" in missing.stderr
 
-    removed = _pixfleet(env, "remove", "sr")
+    removed = run_pixfleet(env, "models", "remove", "sr")
     assert removed.returncode == 0, removed.stderr
-    assert _pixfleet(env, "list", "--json").stdout.strip() == "[]"
-    again = _pixfleet(env, "remove", "sr")
+    assert run_pixfleet(env, "models", "list", "--json").stdout.strip() == "[]"
+    again = run_pixfleet(env, "models", "remove", "sr")
     assert again.returncode == 1 and "no model is named 'sr'" in again.stderr
 
 
 def test_importing_the_registry_stays_light() -> None:
-    probe = (
-        "import sys, pixfleet.models;"
-        "heavy = {'numpy', 'cv2', 'onnx', 'litestar', 'aioboto3', 'asyncpg'};"
-        "print(','.join(sorted(heavy & {m.split('.')[0] for m in sys.modules})))"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, check=True
-    )
-    assert out.stdout.strip() == ""
+    heavy = {"numpy", "cv2", "onnx", "litestar", "aioboto3", "asyncpg"}
+    assert leaked_imports(["pixfleet.models"], heavy) == ""

@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -31,8 +29,8 @@ from pixfleet.store import (
     validate_key,
 )
 from pixfleet.store.signing import sign, verify
+from tests.helpers import leaked_imports
 
-ROOT = Path(__file__).resolve().parents[2]
 SIGNING_KEY = "test-signing-key"
 TTL = 120
 
@@ -277,16 +275,9 @@ async def test_file_store_key_conflicts(tmp_path: Path) -> None:
 
 
 def test_importing_the_store_stays_light() -> None:
-    probe = (
-        "import sys, pixfleet.store, pixfleet.store.signing;"
-        "heavy = {'aioboto3', 'aiobotocore', 'botocore', 'boto3', 'litestar', 'numpy', 'scipy',"
-        " 'astropy', 'cv2'};"
-        "print(','.join(sorted(heavy & {m.split('.')[0] for m in sys.modules})))"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, check=True
-    )
-    assert out.stdout.strip() == ""
+    s3_clients = {"aioboto3", "aiobotocore", "botocore", "boto3"}
+    heavy = s3_clients | {"litestar", "numpy", "scipy", "astropy", "cv2"}
+    assert leaked_imports(["pixfleet.store", "pixfleet.store.signing"], heavy) == ""
 
 
 # -- properties ---------------------------------------------------------------------------

@@ -13,9 +13,7 @@ from litestar.testing import AsyncTestClient
 from contracts.settings import PostgresSettings, Secret
 from pixfleet.db import migrate, migrations
 from tests.conftest import PG, _admin
-from tests.integration.test_api import job_body, queue_depth, upload
-
-Client = AsyncTestClient[Any]
+from tests.helpers import Client, job_body, queue_depth, upload, wait_for
 
 
 @pytest.fixture
@@ -71,7 +69,7 @@ async def test_relay_publishes_jobs_an_edge_never_published(
 
 
 async def test_illegal_transitions_are_no_ops(
-    client: Client, alice: dict[str, str], database: str
+    client: Client, alice: dict[str, str], pool: asyncpg.Pool
 ) -> None:
     from edge.store.jobs import JobStore
     from worker.runtime.jobstore import WorkerJobStore
@@ -79,23 +77,19 @@ async def test_illegal_transitions_are_no_ops(
     up = await upload(client, alice)
     job = (await client.post("/v1/jobs", json=job_body(up), headers=alice)).json()
     job_id = uuid.UUID(job["id"])
-    pool = await asyncpg.create_pool(database, min_size=1, max_size=2)
-    try:
-        worker = WorkerJobStore(pool)
-        claim = await worker.claim(job_id, uuid.uuid4(), "w1", 30)
-        assert claim is not None and claim.attempts == 1
-        assert await worker.claim(job_id, uuid.uuid4(), "w2", 30) is None  # lease is live
-        stale = claim.__class__(
-            **{**{f: getattr(claim, f) for f in claim.__struct_fields__}, "token": uuid.uuid4()}
-        )
-        assert not await worker.complete(stale, [])  # not the lease holder
-        assert await JobStore(pool).abort("alice", job_id) is not None
-        assert not await worker.complete(claim, [])  # aborted meanwhile: no completion
-        assert not await worker.renew(claim, 30)
-        phase = await pool.fetchval("SELECT phase FROM jobs WHERE id = $1", job_id)
-        assert phase == "ABORTED"
-    finally:
-        await pool.close()
+    worker = WorkerJobStore(pool)
+    claim = await worker.claim(job_id, uuid.uuid4(), "w1", 30)
+    assert claim is not None and claim.attempts == 1
+    assert await worker.claim(job_id, uuid.uuid4(), "w2", 30) is None  # lease is live
+    stale = claim.__class__(
+        **{**{f: getattr(claim, f) for f in claim.__struct_fields__}, "token": uuid.uuid4()}
+    )
+    assert not await worker.complete(stale, [])  # not the lease holder
+    assert await JobStore(pool).abort("alice", job_id) is not None
+    assert not await worker.complete(claim, [])  # aborted meanwhile: no completion
+    assert not await worker.renew(claim, 30)
+    phase = await pool.fetchval("SELECT phase FROM jobs WHERE id = $1", job_id)
+    assert phase == "ABORTED"
 
 
 async def test_expired_jobs_are_archived_and_their_results_deleted(
@@ -106,10 +100,9 @@ async def test_expired_jobs_are_archived_and_their_results_deleted(
     from contracts.settings import load_settings
     from edge.app import create_app
     from edge.settings import EdgeSettings
-    from tests.conftest import wait_for
 
     settings = load_settings(EdgeSettings, {**env, "PIXFLEET_JOB_TTL": "2"})
-    start_worker()
+    start_worker(ready=True)  # the job must run within its 2 s of life
     async with AsyncTestClient(create_app(settings)) as client:
         up = await upload(client, alice)
         job = (

@@ -29,13 +29,6 @@ CENTRE = (150.1, 2.2)
 LINEAR = Scaling(stretch="linear", limits="minmax")
 
 
-@pytest.fixture
-def ctx(tmp_path: Path) -> LocalContext:
-    workdir = tmp_path / "out"
-    workdir.mkdir()
-    return LocalContext(workdir=workdir)
-
-
 @pytest.fixture(scope="module")
 def channels(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     """Three filters of one synthetic field, 256 x 256, on one grid."""

@@ -47,13 +47,6 @@ from worker.ops.cutout import cutout
 Box = tuple[int, int, int, int]  # xmin, xmax, ymin, ymax: 0-based, inclusive
 
 
-@pytest.fixture
-def ctx(tmp_path: Path) -> LocalContext:
-    workdir = tmp_path / "out"
-    workdir.mkdir()
-    return LocalContext(workdir=workdir)
-
-
 def _item(path: Path, name: str = "src") -> InputFile:
     return InputFile(path=path, media_type="application/fits", name=name)
 

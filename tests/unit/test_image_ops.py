@@ -53,41 +53,6 @@ GRAVITIES: list[Gravity] = [
 ]  # fmt: skip
 
 
-@pytest.fixture
-def ctx(tmp_path: Path) -> LocalContext:
-    workdir = tmp_path / "out"
-    workdir.mkdir()
-    return LocalContext(workdir=workdir)
-
-
-@pytest.fixture
-def decodes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """The flags of every ``cv2.imdecodeWithMetadata`` call the operations make."""
-    flags: list[int] = []
-    decode = cv2.imdecodeWithMetadata
-
-    def spy(data: Any, flag: int) -> Any:
-        flags.append(flag)
-        return decode(data, flag)
-
-    monkeypatch.setattr(cv2, "imdecodeWithMetadata", spy)
-    return flags
-
-
-@pytest.fixture
-def encodes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The extension of every ``cv2.imencodeWithMetadata`` call the operations make."""
-    exts: list[str] = []
-    encode = cv2.imencodeWithMetadata
-
-    def spy(ext: str, *args: Any) -> Any:
-        exts.append(ext)
-        return encode(ext, *args)
-
-    monkeypatch.setattr(cv2, "imencodeWithMetadata", spy)
-    return exts
-
-
 # -- images ----------------------------------------------------------------------------
 
 
@@ -450,21 +415,6 @@ def _xmp_of(path: Path) -> bytes | None:
     info = _pil(path).info
     value = info.get("xmp", info.get("XML:com.adobe.xmp"))  # PNG iTXt / tEXt, WebP, AVIF
     return value.encode("latin-1") if isinstance(value, str) else value
-
-
-def _xfail(reason: str) -> pytest.MarkDecorator:
-    return pytest.mark.xfail(strict=True, reason=reason)
-
-
-JPEG_XMP = _xfail(
-    "imaging.load keeps the JPEG APP1 namespace header ('http://ns.adobe.com/xap/1.0/\\0') "
-    "at the start of Picture.xmp; PNG then stores only that header (tEXt stops at the NUL), "
-    "WebP and AVIF an XMP packet prefixed by it"
-)
-PNG_XMP_NUL = _xfail(
-    "OpenCV returns a PNG's XMP with a trailing NUL and imaging keeps it: the WebP XMP chunk "
-    "ends in \\0 (not well-formed XML)"
-)
 
 
 @pytest.mark.parametrize(

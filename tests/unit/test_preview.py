@@ -50,13 +50,6 @@ from worker.ops.preview import preview, shrink
 CENTRE = (150.1, 2.2)
 
 
-@pytest.fixture
-def ctx(tmp_path: Path) -> LocalContext:
-    workdir = tmp_path / "out"
-    workdir.mkdir()
-    return LocalContext(workdir=workdir)
-
-
 def _field(seed: int = 1, shape: tuple[int, int] = (120, 160), nan: bool = False) -> np.ndarray:
     """Noise on a sky level with a few bright blobs (and a NaN block)."""
     rng = np.random.default_rng(seed)

@@ -57,7 +57,10 @@ def resize(op: Resize, item: Item, ctx: OpContext) -> Picture:
 
 def resize_plan(op: Resize, w: int, h: int) -> tuple[tuple[int, int], tuple[int, int] | None]:
     """Return the scaled size and, for ``cover`` and ``contain``, the box to cut or pad to."""
-    cap = (lambda s: s) if op.upscale else (lambda s: min(s, 1.0))
+
+    def cap(s: float) -> float:
+        return s if op.upscale else min(s, 1.0)
+
     if op.width is None or op.height is None:
         s = cap(op.width / w if op.width is not None else (op.height or h) / h)
         return (_side(w, s), _side(h, s)), None

@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 from cv2.typing import MatLike
 
-from contracts.ops import Convert
+from contracts.ops import Convert, ImageFormat
 from pixfleet.sniff import (
     AVIF,
     BMP,
@@ -46,7 +46,13 @@ DECODABLE = frozenset({JPEG, PNG, WEBP, GIF, BMP, TIFF, AVIF})
 _ORIENTED_HERE = frozenset({JPEG, PNG, WEBP, AVIF})
 EXTENSIONS = {"jpeg": "jpg", "png": "png", "webp": "webp", "tiff": "tif", "avif": "avif"}
 MEDIA_TYPES = {"jpeg": JPEG, "png": PNG, "webp": WEBP, "tiff": TIFF, "avif": AVIF}
-_DEFAULT_FORMAT = {JPEG: "jpeg", PNG: "png", WEBP: "webp", TIFF: "tiff", AVIF: "avif"}
+_DEFAULT_FORMAT: dict[str, ImageFormat] = {
+    JPEG: "jpeg",
+    PNG: "png",
+    WEBP: "webp",
+    TIFF: "tiff",
+    AVIF: "avif",
+}
 _DEFAULT_QUALITY = {"jpeg": 85, "webp": 80, "avif": 60}
 _REDUCED = (
     (8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4),
@@ -234,10 +240,10 @@ def finish(item: Item, ctx: OpContext, name: str | None = None) -> InputFile:
     (PNG for GIF and BMP) with the default metadata policy; files pass through."""
     if isinstance(item, InputFile):
         return item
-    fmt = _DEFAULT_FORMAT.get(item.source_type, "png")
+    fmt: ImageFormat = _DEFAULT_FORMAT.get(item.source_type, "png")
     if item.pixels.dtype != np.uint8 and fmt in ("jpeg", "webp"):
         fmt = "png"  # keep the depth an earlier step produced
-    return write(item, ctx, Convert(format=fmt), name)  # type: ignore[arg-type]
+    return write(item, ctx, Convert(format=fmt), name)
 
 
 def write(picture: Picture, ctx: OpContext, op: Convert, name: str | None = None) -> InputFile:
