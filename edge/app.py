@@ -28,11 +28,13 @@ from edge.services.datasets import DatasetService
 from edge.services.events import EventHub
 from edge.services.jobs import JobService
 from edge.services.outbox import Outbox
+from edge.services.sweeper import Sweeper
 from edge.services.uploads import UploadService
 from edge.settings import EdgeSettings
 from edge.store.datasets import DatasetStore
 from edge.store.jobs import JobStore
-from edge.store.uploads import KeyStore, UploadStore
+from edge.store.keys import KeyStore
+from edge.store.uploads import UploadStore
 
 
 @contextlib.asynccontextmanager
@@ -41,7 +43,8 @@ async def start_services(
 ) -> AsyncIterator[Services]:
     """Build the services over open resources, start their tasks, stop them on exit."""
     job_store, upload_store = JobStore(res.pg), UploadStore(res.pg)
-    outbox = Outbox(settings, res.rabbit, job_store, upload_store, res.store)
+    sweeper = Sweeper(job_store, upload_store, res.store)
+    outbox = Outbox(settings, res.rabbit, job_store, after_relay=sweeper.sweep_once)
     dataset_store = DatasetStore(res.pg)
     job_service = JobService(
         settings, catalog, job_store, upload_store, res.redis, outbox, dataset_store

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Annotated
 from uuid import UUID
@@ -14,7 +13,7 @@ from litestar.params import FromPath, QueryParameter
 from litestar.response import Redirect, ServerSentEvent, ServerSentEventMessage
 
 from contracts.api import FieldError
-from contracts.jobs import FINAL_PHASES, JobEvent, JobPage, JobSnapshot, Phase
+from contracts.jobs import JobPage, JobSnapshot, Phase
 from edge.api.deps import Owner, Services, ServicesDep
 from edge.errors import InvalidRequestError
 from edge.openapi import SubmitJobOperation
@@ -22,7 +21,6 @@ from edge.openapi import SubmitJobOperation
 _JSON = "application/json"
 MAX_IDEMPOTENCY_KEY = 255
 _encode = msgspec.json.encode
-_event_decoder = msgspec.json.Decoder(JobEvent)
 
 
 def _job_response(snap: JobSnapshot, status: int, replayed: bool = False) -> Response[bytes]:
@@ -99,32 +97,16 @@ async def job_events(
 ) -> ServerSentEvent:
     """Server-Sent Events: a ``snapshot`` event, ``progress`` events while the job runs, and a
     final ``snapshot`` when it ends; then the stream closes."""
-    await services.jobs.get(owner, job_id)  # 404 before the stream starts
-    keepalive = services.settings.sse_keepalive
+    stream = await services.jobs.event_stream(owner, job_id, services.events)
 
-    async def stream() -> AsyncIterator[ServerSentEventMessage]:
-        async with services.events.listen(job_id) as queue:
-            snap = await services.jobs.get(owner, job_id)  # after subscribing: nothing missed
-            yield ServerSentEventMessage(event="snapshot", data=_encode(snap).decode())
-            if snap.phase in FINAL_PHASES:
-                return
-            while snap.phase not in FINAL_PHASES:
-                try:
-                    raw = await asyncio.wait_for(queue.get(), keepalive)
-                except TimeoutError:
-                    # Also covers events lost while Redis was away: re-read the record.
-                    snap = await services.jobs.get(owner, job_id)
-                    if snap.phase not in FINAL_PHASES:
-                        yield ServerSentEventMessage(comment="keepalive")
-                    continue
-                event = _event_decoder.decode(raw)
-                if event.phase in FINAL_PHASES or event.phase is not snap.phase:
-                    snap = await services.jobs.get(owner, job_id)
-                if event.phase not in FINAL_PHASES:
-                    yield ServerSentEventMessage(event="progress", data=raw.decode())
-            yield ServerSentEventMessage(event="snapshot", data=_encode(snap).decode())
+    async def messages() -> AsyncIterator[ServerSentEventMessage]:
+        async for name, data in stream:
+            if name is None:
+                yield ServerSentEventMessage(comment="keepalive")
+            else:
+                yield ServerSentEventMessage(event=name, data=data)
 
-    return ServerSentEvent(stream(), headers={"Cache-Control": "no-store"})
+    return ServerSentEvent(messages(), headers={"Cache-Control": "no-store"})
 
 
 ROUTES = [create_job, get_job, list_jobs, abort_job, get_result, job_events]

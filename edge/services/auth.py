@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from edge.errors import UnauthorizedError
-from edge.store.uploads import KeyStore
+from edge.store.keys import KeyStore
 from pixfleet.keys import hash_key
 
 _NEGATIVE_TTL = 5.0

@@ -32,6 +32,9 @@ class EventHub:
         self._listeners: dict[str, set[asyncio.Queue[bytes]]] = {}
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
+        self._listening = asyncio.Event()
+        """Set while any channel is subscribed: the reader waits on it, not on a timer, so
+        the first event of a new listener is read as soon as it arrives."""
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._read())
@@ -53,6 +56,7 @@ class EventHub:
             if not listeners:
                 await self._pubsub.subscribe(channel)
             listeners.add(queue)
+            self._listening.set()
         try:
             yield queue
         finally:
@@ -61,13 +65,15 @@ class EventHub:
                 listeners.discard(queue)
                 if not listeners:
                     self._listeners.pop(channel, None)
+                    if not self._listeners:
+                        self._listening.clear()
                     with contextlib.suppress(Exception):
                         await self._pubsub.unsubscribe(channel)
 
     async def _read(self) -> None:
         while True:
             if not self._listeners:
-                await asyncio.sleep(0.05)
+                await self._listening.wait()
                 continue
             try:
                 msg = await self._pubsub.get_message(timeout=1.0)

@@ -3,9 +3,10 @@
 A job row is committed (``enqueued_at IS NULL``) before its message is published. The
 publisher sends whatever has accumulated with many confirms in flight and marks the confirmed
 ids in one UPDATE per batch. The relay (one active across all edge processes, elected with a
-PostgreSQL session advisory lock) republishes rows that stayed unconfirmed, returns jobs whose
-worker vanished to the outbox, and destroys expired jobs and uploads. So an accepted job is
-never lost: broker down, edge crash or full buffer only delay it.
+PostgreSQL session advisory lock) republishes rows that stayed unconfirmed and returns jobs
+whose worker vanished to the outbox; after each pass it runs the leader's other duty (the
+``Sweeper``). So an accepted job is never lost: broker down, edge crash or full buffer only
+delay it.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 from uuid import UUID
 
@@ -27,9 +28,7 @@ from contracts.jobs import Pool
 from contracts.messages import JobMessage
 from edge.settings import EdgeSettings
 from edge.store.jobs import JobStore
-from edge.store.uploads import UploadStore
 from pixfleet.broker import LiveChannel, job_properties
-from pixfleet.store import ObjectStore
 
 log = logging.getLogger(__name__)
 
@@ -48,14 +47,14 @@ class Outbox:
         settings: EdgeSettings,
         connection: AbstractRobustConnection,
         jobs: JobStore,
-        uploads: UploadStore,
-        store: ObjectStore,
+        *,
+        after_relay: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
         self.settings = settings
         self.connection = connection
         self.jobs = jobs
-        self.uploads = uploads
-        self.store = store
+        self.after_relay = after_relay
+        """Leader-only work run after each relay pass (the sweeper)."""
         self._queue: asyncio.Queue[JobMessage] = asyncio.Queue(settings.publish_buffer)
         self._confirmed: list[UUID] = []
         self._confirmed_event = asyncio.Event()
@@ -216,18 +215,6 @@ class Outbox:
             log.info("relay republished %d of %d unconfirmed jobs", len(confirmed), len(rows))
             if len(confirmed) < len(rows) or len(rows) < _BATCH:
                 break  # the broker refuses, or the backlog is drained
-        await self._sweep()
+        if self.after_relay is not None:
+            await self.after_relay()
         return total
-
-    async def _sweep(self) -> None:
-        expired = await self.jobs.expired(limit=100)
-        for job_id in expired:
-            await self.store.delete_prefix(names.result_prefix(job_id))
-            await self.store.delete_prefix(names.work_prefix(job_id))  # a fan-out's leftovers
-        if expired:
-            await self.jobs.archive(expired)
-        uploads = await self.uploads.expired(limit=100)
-        for row in uploads:
-            await self.store.delete(row["object_key"])
-        if uploads:
-            await self.uploads.delete([r["id"] for r in uploads])

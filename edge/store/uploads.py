@@ -69,16 +69,3 @@ class UploadStore:
 
     async def delete(self, ids: Sequence[UUID]) -> None:
         await self.pool.execute("DELETE FROM uploads WHERE id = ANY($1::uuid[])", list(ids))
-
-
-class KeyStore:
-    """SQL on ``api_keys`` (only hashes are stored)."""
-
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self.pool = pool
-
-    async def owner_of(self, key_hash: bytes) -> str | None:
-        owner: str | None = await self.pool.fetchval(
-            "SELECT owner FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL", key_hash
-        )
-        return owner
