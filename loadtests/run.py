@@ -1,199 +1,45 @@
 """Start a local stack and measure it with k6 (all traffic to 127.0.0.1 only).
 
-    python loadtests/run.py baseline   # 30 VUs, 30 s, POST /v1/jobs with unique keys
-    python loadtests/run.py spike      # ramp to 120 VUs: status codes, shedding
-    python loadtests/run.py latency    # idle submit -> COMPLETED of 50 thumbnail jobs
-    python loadtests/run.py thumbnails # jobs/s of 12 MP JPEG -> 256 px WebP, whole stack
-    python loadtests/run.py all
+    python loadtests/run.py baseline     # 30 VUs, 30 s, POST /v1/jobs with unique keys
+    python loadtests/run.py spike        # ramp to 120 VUs: status codes, shedding
+    python loadtests/run.py latency      # idle submit -> COMPLETED of 50 thumbnail jobs
+    python loadtests/run.py thumbnails   # jobs/s of 12 MP JPEG -> 256 px WebP, whole stack
+    python loadtests/run.py smalljobs    # 2,000 small jobs from 30 clients, one worker: jobs/s,
+                                         # CPU and round trips per job (--jobs, --clients)
+    python loadtests/run.py smalllatency # idle 64 px interactive jobs, polled every 1 ms / SSE
+    python loadtests/run.py openloop     # 100, 300, 500 req/s open loop, edge alone (--rates)
+    python loadtests/run.py all          # baseline, spike, latency
 
-Each run uses a fresh database ``pixfleet_bench`` and namespace ``bench``. ``baseline`` and
-``spike`` start the edge alone (accepted jobs stay queued, then are purged), so the numbers
-are the edge's and its services'; ``latency`` also starts a standard worker. Prints
-requests/s, p50/p95/p99, failure rate, edge CPU per request and the edge's RSS.
+Each run uses a fresh database ``pixfleet_bench`` and namespace ``bench`` (``stack.py``).
+``baseline``, ``spike`` and ``openloop`` start the edge alone (accepted jobs stay queued, then
+are purged), so the numbers are the edge's and its services'; ``latency``, ``thumbnails``,
+``smalljobs`` and ``smalllatency`` also start one standard worker at its default slots.
+Every measurement is printed as one JSON line.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
-import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
 
-ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-PG = "postgresql://postgres@127.0.0.1:5432"
-DB = "pixfleet_bench"
-BASE = "http://127.0.0.1:8000"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from loadtests import procstat, pyspy, stack
+from loadtests.scenario_openloop import run_openloop
+from loadtests.scenario_smalljobs import run_smalljobs
+from loadtests.scenario_smalllatency import run_smalllatency
 
-def _env(tmp: Path) -> dict[str, str]:
-    return {
-        **os.environ,
-        "PIXFLEET_POSTGRES_DSN": f"{PG}/{DB}",
-        "PIXFLEET_REDIS_PREFIX": "bench",
-        "PIXFLEET_RABBIT_NAMESPACE": "bench",
-        "PIXFLEET_STORE_ROOT": str(tmp / "store"),
-        "PIXFLEET_SCRATCH_DIR": str(tmp / "scratch"),
-        "PIXFLEET_LOG_LEVEL": "WARNING",
-        "PYTHONPATH": str(ROOT),
-    }
-
-
-async def _reset_db(env: dict[str, str]) -> str:
-    conn = await asyncpg.connect(f"{PG}/postgres")
-    await conn.execute(f'DROP DATABASE IF EXISTS "{DB}" WITH (FORCE)')
-    await conn.execute(f'CREATE DATABASE "{DB}"')
-    await conn.close()
-    subprocess.run([BIN / "pixfleet", "migrate"], env=env, check=True, capture_output=True)
-    conn = await asyncpg.connect(f"{PG}/{DB}")
-    sys.path.insert(0, str(ROOT))
-    from pixfleet.keys import create_key
-
-    key = await create_key(conn, "bench")
-    await conn.close()
-    return key
-
-
-def _tree(pid: int) -> list[int]:
-    pids = [pid]
-    for p in Path("/proc").iterdir():
-        if p.name.isdigit():
-            try:
-                if int((p / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                    pids.extend(_tree(int(p.name)))
-            except (OSError, IndexError, ValueError):
-                continue
-    return pids
-
-
-def _cpu_seconds(pid: int) -> float:
-    total = 0.0
-    for p in _tree(pid):
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / CLK_TCK
-        except (OSError, IndexError):
-            continue
-    return total
-
-
-def _rss_mib(pid: int) -> float:
-    total = 0
-    for p in _tree(pid):
-        try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-        except OSError:
-            continue
-    return total / 1024
-
-
-SERVICES = {
-    "postgres": ("postgres",),
-    "rabbitmq": ("beam.smp",),
-    "redis": ("redis-server",),
-    "k6": ("k6",),
-}
-
-
-def _service_cpu() -> dict[str, float]:
-    """CPU seconds so far of the processes of each backing service (and k6), by name."""
-    out = dict.fromkeys(SERVICES, 0.0)
-    for p in Path("/proc").iterdir():
-        if not p.name.isdigit():
-            continue
-        try:
-            stat = (p / "stat").read_text()
-        except OSError:
-            continue
-        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
-        fields = stat.rsplit(")", 1)[1].split()
-        for name, comms in SERVICES.items():
-            if any(comm.startswith(c) for c in comms):
-                out[name] += (int(fields[11]) + int(fields[12])) / CLK_TCK
-    return out
-
-
-def _total_cpu() -> float:
-    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-    busy = sum(int(x) for i, x in enumerate(fields[:8]) if i not in (3, 4))
-    return busy / CLK_TCK
-
-
-def _start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with open(log, "wb") as out:
-        return subprocess.Popen(
-            [BIN / "pixfleet", *args], env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT
-        )
-
-
-def _wait_ready(timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{BASE}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise SystemExit("edge did not become ready")
-
-
-def _upload(key: str) -> str:
-    sys.path.insert(0, str(ROOT))
-    from pixfleet.demo import gradient_png
-
-    r = httpx.post(
-        f"{BASE}/v1/uploads",
-        content=gradient_png(1600, 1200),
-        headers={"Authorization": f"Bearer {key}"},
-        timeout=30,
-    )
-    r.raise_for_status()
-    return str(r.json()["id"])
-
-
-def _k6(
-    script: str, key: str, upload: str, env: dict[str, str], tmp: Path, extra: dict[str, str]
-) -> dict[str, Any]:
-    summary = tmp / f"{script}.json"
-    k6_env = {
-        **env,
-        "PIXFLEET_KEY": key,
-        "PIXFLEET_UPLOAD": upload,
-        "PIXFLEET_BASE": BASE,
-        "RUN_ID": uuid.uuid4().hex[:8],
-        **extra,
-        "K6_NO_USAGE_REPORT": "true",
-    }
-    subprocess.run(
-        [
-            BIN / "k6",
-            "run",
-            "--quiet",
-            "--summary-export",
-            str(summary),
-            str(ROOT / "loadtests" / f"{script}.js"),
-        ],
-        env=k6_env,
-        check=False,
-    )
-    data: dict[str, Any] = json.loads(summary.read_text())
-    return data
+BASE = stack.BASE
 
 
 def _report(
@@ -230,41 +76,27 @@ def run_load(
     tmp: Path,
     key: str,
     upload: str,
-    edge: subprocess.Popen[bytes],
+    edge: Any,
     extra: dict[str, str],
     profile: str | None = None,
 ) -> dict[str, Any]:
     spy = None
     if profile:  # collapsed stacks of the edge while k6 runs (py-spy, sampling)
-        spy = subprocess.Popen(
-            [
-                BIN / "py-spy",
-                "record",
-                "--pid",
-                str(edge.pid),
-                "--format",
-                "raw",
-                "--output",
-                profile,
-                "--rate",
-                "200",
-                "--nonblocking",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-    cpu0, all0, t0 = _cpu_seconds(edge.pid), _total_cpu(), time.monotonic()
-    svc0 = _service_cpu()
-    data = _k6(script, key, upload, env, tmp, extra)
-    svc1 = _service_cpu()
+        spy = pyspy.record(edge.pid, Path(profile), duration=3600, rate=200)
+    cpu0, all0, t0 = procstat.cpu_seconds(edge.pid), procstat.total_cpu(), time.monotonic()
+    svc0 = procstat.service_cpu()
+    k6_cpu = stack.wait_cpu(stack.k6(script, key, upload, env, tmp, extra), 3600)
+    svc1 = procstat.service_cpu()
+    svc1["k6"] = svc0["k6"] + k6_cpu  # k6 has exited: its CPU comes from wait4
+    data = json.loads(stack.summary_path(tmp, script).read_text())
     if spy is not None:
         spy.send_signal(2)
         spy.wait(30)
     wall = time.monotonic() - t0
-    cpu1, all1 = _cpu_seconds(edge.pid), _total_cpu()
-    row = _report(script, data, cpu1 - cpu0, all1 - all0, _rss_mib(edge.pid), wall)
+    cpu1, all1 = procstat.cpu_seconds(edge.pid), procstat.total_cpu()
+    row = _report(script, data, cpu1 - cpu0, all1 - all0, procstat.rss_mib(edge.pid), wall)
     time.sleep(2 * 1.0)  # let the last confirms be marked
-    accepted, marked, depth = asyncio.run(_published(env))
+    accepted, marked, depth = asyncio.run(stack.published(env))
     print(
         json.dumps(
             {
@@ -277,7 +109,7 @@ def run_load(
         flush=True,
     )
     reqs = max(row["requests"], 1)
-    shares = {k: round((svc1[k] - svc0[k]) * 1000 / reqs, 3) for k in SERVICES}
+    shares = {k: round((svc1[k] - svc0[k]) * 1000 / reqs, 3) for k in procstat.SERVICES}
     print(
         json.dumps(
             {
@@ -290,10 +122,10 @@ def run_load(
     return row
 
 
-def run_latency(env: dict[str, str], tmp: Path, key: str, upload: str, n: int = 50) -> None:
-    worker = _start(["worker", "--pool", "standard"], env, tmp / "worker.log")
+def run_latency(s: stack.Stack, upload: str, n: int = 50) -> None:
+    worker = s.worker()
     try:
-        headers = {"Authorization": f"Bearer {key}"}
+        headers = {"Authorization": f"Bearer {s.key}"}
         body = {
             "inputs": [upload],
             "pipeline": [{"op": "thumbnail", "size": 256, "format": "webp"}],
@@ -325,19 +157,17 @@ def run_latency(env: dict[str, str], tmp: Path, key: str, upload: str, n: int = 
             flush=True,
         )
     finally:
-        worker.terminate()
-        worker.wait(30)
+        stack.stop(worker)
 
 
-def run_thumbnails(env: dict[str, str], tmp: Path, key: str, n: int = 400) -> None:
+def run_thumbnails(s: stack.Stack, n: int = 400) -> None:
     """Jobs/s of 4000 x 3000 JPEG -> 256 px WebP through the whole stack, one standard worker
     at its default slots, from a backlog of ``n`` jobs."""
-    sys.path.insert(0, str(ROOT))
     from loadtests.bench_ops import make_camera_jpeg
 
-    source = tmp / "camera.jpg"
+    source = s.tmp / "camera.jpg"
     make_camera_jpeg(source)
-    headers = {"Authorization": f"Bearer {key}"}
+    headers = {"Authorization": f"Bearer {s.key}"}
     with httpx.Client(base_url=BASE, headers=headers, timeout=30) as client:
         r = client.post("/v1/uploads", content=source.read_bytes())
         r.raise_for_status()
@@ -347,15 +177,15 @@ def run_thumbnails(env: dict[str, str], tmp: Path, key: str, n: int = 400) -> No
         }
         for _ in range(n):
             client.post("/v1/jobs", json=body).raise_for_status()
-    worker = _start(["worker", "--pool", "standard"], env, tmp / "worker.log")
+    worker = s.worker()
     try:
-        t0, cpu0 = time.monotonic(), _total_cpu()
-        while asyncio.run(_count_done(env)) < n:
+        t0, cpu0 = time.monotonic(), procstat.total_cpu()
+        while asyncio.run(_count_done(s.env)) < n:
             if time.monotonic() - t0 > 600:
                 raise SystemExit("the backlog did not drain in 10 minutes")
             time.sleep(0.2)
-        cpu = _total_cpu() - cpu0
-        rate, errors = asyncio.run(_completion_rate(env))
+        cpu = procstat.total_cpu() - cpu0
+        rate, errors = asyncio.run(stack.completion_rate(s.env))
         print(
             json.dumps(
                 {
@@ -369,8 +199,7 @@ def run_thumbnails(env: dict[str, str], tmp: Path, key: str, n: int = 400) -> No
             flush=True,
         )
     finally:
-        worker.terminate()
-        worker.wait(30)
+        stack.stop(worker)
 
 
 async def _count_done(env: dict[str, str]) -> int:
@@ -381,102 +210,85 @@ async def _count_done(env: dict[str, str]) -> int:
         await conn.close()
 
 
-async def _completion_rate(env: dict[str, str]) -> tuple[float, int]:
-    """Jobs per second between the first start and the last end; jobs not COMPLETED."""
-    conn = await asyncpg.connect(env["PIXFLEET_POSTGRES_DSN"])
-    try:
-        row = await conn.fetchrow(
-            "SELECT count(*), extract(epoch FROM max(ended_at) - min(started_at)),"
-            " count(*) FILTER (WHERE phase <> 'COMPLETED') FROM jobs"
-        )
-    finally:
-        await conn.close()
-    return float(row[0]) / float(row[1]), int(row[2])
+SCENARIOS = ["baseline", "spike", "latency", "thumbnails", "smalljobs", "smalllatency",
+             "openloop", "all"]  # fmt: skip
 
 
-async def _purge_queues() -> None:
-    """Empty the bench namespace's queues (their messages name jobs of a dropped database)."""
-    import aio_pika
-
-    conn = await aio_pika.connect("amqp://guest:guest@127.0.0.1/")
-    try:
-        for name in ("bench.standard", "bench.heavy"):
-            channel = await conn.channel()
-            with contextlib.suppress(aio_pika.exceptions.ChannelClosed):  # not declared yet
-                await (await channel.get_queue(name, ensure=True)).purge()
-    finally:
-        await conn.close()
-
-
-def _forget_redis_keys(pattern: str) -> None:
-    """Delete the run's idempotency keys: they would live 24 h and slow every SCAN."""
-    import redis
-
-    client = redis.Redis()
-    keys = list(client.scan_iter(pattern, count=10_000))
-    for i in range(0, len(keys), 5000):
-        client.delete(*keys[i : i + 5000])
-    client.close()
-
-
-async def _published(env: dict[str, str]) -> tuple[int, int, int]:
-    """(jobs accepted, jobs marked confirmed, messages in the standard queue)."""
-    import aio_pika
-
-    conn = await asyncpg.connect(env["PIXFLEET_POSTGRES_DSN"])
-    try:
-        row = await conn.fetchrow("SELECT count(*), count(enqueued_at) FROM jobs")
-    finally:
-        await conn.close()
-    amqp = await aio_pika.connect("amqp://guest:guest@127.0.0.1/")
-    try:
-        channel = await amqp.channel()
-        queue = await channel.declare_queue("bench.standard", passive=True)
-        depth = int(queue.declaration_result.message_count or 0)
-    finally:
-        await amqp.close()
-    return int(row[0]), int(row[1]), depth
-
-
-def main() -> None:
+def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("scenario", choices=["baseline", "spike", "latency", "thumbnails", "all"])
-    parser.add_argument("--vus", default="30")
-    parser.add_argument("--duration", default="30s")
+    parser.add_argument("scenario", choices=SCENARIOS)
+    parser.add_argument("--vus", default="30", help="baseline: virtual users")
+    parser.add_argument("--duration", default="30s", help="baseline, openloop: per run/rate")
     parser.add_argument("--processes", default="1", help="edge processes")
-    parser.add_argument("--profile", help="write py-spy collapsed stacks of the edge here")
-    args = parser.parse_args()
-    subprocess.run(["bash", str(ROOT / "infra/scripts/services.sh")], check=True)
-    with tempfile.TemporaryDirectory(prefix="pixfleet-bench-") as d:
-        tmp = Path(d)
-        env = _env(tmp)
-        env["PIXFLEET_PROCESSES"] = args.processes
-        key = asyncio.run(_reset_db(env))
-        asyncio.run(_purge_queues())
-        edge = _start(["edge"], env, tmp / "edge.log")
-        try:
-            _wait_ready()
-            upload = _upload(key)
-            scenarios = (
-                ["baseline", "spike", "latency"] if args.scenario == "all" else [args.scenario]
-            )
-            for scenario in scenarios:
-                if scenario == "latency":
-                    run_latency(env, tmp, key, upload)
-                elif scenario == "thumbnails":
-                    run_thumbnails(env, tmp, key)
-                else:
-                    extra = {"VUS": args.vus, "DURATION": args.duration}
-                    run_load(scenario, env, tmp, key, upload, edge, extra, args.profile)
-        finally:
-            edge.terminate()
-            edge.wait(30)
-            asyncio.run(_purge_queues())
-            _forget_redis_keys("bench:*")
-            if edge.returncode not in (0, -15):
-                print((tmp / "edge.log").read_text()[-3000:], file=sys.stderr)
+    parser.add_argument(
+        "--profile",
+        help="baseline, spike: a file for py-spy collapsed stacks of the edge; smalljobs: a"
+        " directory for worker.txt and slot.txt (10 s each; the CPU numbers then include it)",
+    )
+    parser.add_argument("--jobs", type=int, help="smalljobs: 2000; smalllatency: 50")
+    parser.add_argument("--clients", type=int, default=30, help="smalljobs: closed-loop clients")
+    parser.add_argument("--op-runs", type=int, default=200, help="smalljobs: in-process op runs")
+    parser.add_argument("--timeout", type=float, default=600, help="smalljobs: seconds at most")
+    parser.add_argument("--size", type=int, default=64, help="smalllatency: image and thumbnail")
+    parser.add_argument("--modes", default="poll,sse", help="smalllatency: poll and/or sse")
+    parser.add_argument("--interval-ms", type=float, default=1.0, help="smalllatency: polling")
+    parser.add_argument("--rates", default="100,300,500", help="openloop: requests per second")
+    parser.add_argument(
+        "--tree",
+        type=Path,
+        help="run the edge, workers and in-process ops from this tree instead of this"
+        " checkout (e.g. `git archive <commit> | tar -x -C DIR`: a commit against another)",
+    )
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = _arguments()
+    code = args.tree.resolve() if args.tree else stack.ROOT
+    sys.path.insert(0, str(code))  # pixfleet, contracts and worker imported here: the tree's
+    print(json.dumps({"code": str(code), "commit": _commit(code)}), flush=True)
+    with stack.fresh_stack(args.processes, code) as s:
+        env, tmp, key = s.env, s.tmp, s.key
+        if args.scenario == "smalljobs":
+            profile = Path(args.profile) if args.profile else None
+            run_smalljobs(s, args.jobs or 2000, args.clients, args.op_runs, profile, args.timeout)
+            return
+        if args.scenario == "smalllatency":
+            modes = args.modes.split(",")
+            run_smalllatency(s, args.jobs or 50, args.size, modes, args.interval_ms / 1000)
+            return
+        upload = _upload(key)
+        if args.scenario == "openloop":
+            run_openloop(s, upload, [int(r) for r in args.rates.split(",")], args.duration)
+            return
+        scenarios = ["baseline", "spike", "latency"] if args.scenario == "all" else [args.scenario]
+        for scenario in scenarios:
+            if scenario == "latency":
+                run_latency(s, upload)
+            elif scenario == "thumbnails":
+                run_thumbnails(s)
+            else:
+                extra = {"VUS": args.vus, "DURATION": args.duration}
+                run_load(scenario, env, tmp, key, upload, s.edge, extra, args.profile)
+
+
+def _commit(code: Path) -> str:
+    """The commit of a checkout (``+dirty`` with local changes); an exported tree has none
+    (name its directory after the commit)."""
+    git = ["git", "-C", str(code)]
+    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    if head.returncode == 0 and (code / ".git").exists():
+        dirty = subprocess.run([*git, "status", "--porcelain", "-uno"], capture_output=True)
+        return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    return "unknown (not a checkout)"
+
+
+def _upload(key: str) -> str:
+    from pixfleet.demo import gradient_png
+
+    return stack.upload(key, gradient_png(1600, 1200))
 
 
 if __name__ == "__main__":
