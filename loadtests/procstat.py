@@ -98,12 +98,14 @@ class TreeCpu:
 
     @classmethod
     def read(cls, pid: int) -> TreeCpu:
+        slots = set(slot_pids(pid))
+        servers = fork_servers(pid)
         live = {}
         for p in tree(pid)[1:]:
-            cmd = _cmdline(p)
-            kind = "slot" if "spawn_main" in cmd else "other"
-            live[p] = (kind, own_cpu(p))
-        return cls(parent=own_cpu(pid), reaped=reaped_cpu(pid), live=live)
+            live[p] = ("slot" if p in slots else "other", own_cpu(p))
+        # Slot children forked by a fork server are reaped by it, not by the worker.
+        reaped = reaped_cpu(pid) + sum(reaped_cpu(p) for p in servers)
+        return cls(parent=own_cpu(pid), reaped=reaped, live=live)
 
     def minus(self, before: TreeCpu) -> dict[str, float]:
         """CPU seconds in between: parent, slot children (live and reaped), other children,
@@ -128,8 +130,15 @@ class TreeCpu:
         }
 
 
+def fork_servers(pid: int) -> list[int]:
+    """The multiprocessing fork servers among the children of ``pid``."""
+    return [p for p in children(pid) if "forkserver" in _cmdline(p)]
+
+
 def slot_pids(pid: int) -> list[int]:
-    return [p for p in children(pid) if "spawn_main" in _cmdline(p)]
+    """A worker's slot children: spawned by it, or forked by its fork server."""
+    spawned = [p for p in children(pid) if "spawn_main" in _cmdline(p)]
+    return spawned + [c for server in fork_servers(pid) for c in children(server)]
 
 
 def service_cpu(database: str | None = None) -> dict[str, float]:

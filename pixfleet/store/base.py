@@ -110,12 +110,15 @@ class ObjectStore(abc.ABC):
         *,
         sha256: str | None = None,
         move: bool = False,
+        synced: bool = False,
     ) -> StoredObject:
         """Store a file's bytes under ``key``, replacing any object there.
 
         ``sha256`` (hex), when given, is trusted (the caller hashed the bytes as it wrote them);
         otherwise it is computed. With ``move`` the caller gives the file up: on success it is
-        gone (renamed into place when possible); on failure it is left where it was.
+        gone (renamed into place when possible); on failure it is left where it was. With
+        ``synced`` the caller has flushed the file's bytes to disk (``fsync``), so a store that
+        renames it into place need not flush them again.
 
         Raises:
             FileNotFoundError: ``path`` does not exist (nothing is stored).

@@ -129,7 +129,13 @@ class FileStore(ObjectStore):
     # -- writing -----------------------------------------------------------------------
 
     def _put(
-        self, key: str, media_type: str, src: Path | bytes, sha256: str | None, move: bool
+        self,
+        key: str,
+        media_type: str,
+        src: Path | bytes,
+        sha256: str | None,
+        move: bool,
+        synced: bool,
     ) -> StoredObject:
         link = self._link(key)
         self._check_parents(link)
@@ -152,7 +158,8 @@ class FileStore(ObjectStore):
                 media_type=media_type,
             )
             _write_new(blob / "meta", msgspec.json.encode(obj))
-            _fsync(data)
+            if not (synced and moved):  # a renamed file keeps the bytes its writer flushed
+                _fsync(data)
             _fsync(blob / "meta")
             old = self._publish(link, blob)
         except BaseException:
@@ -271,11 +278,12 @@ class FileStore(ObjectStore):
         *,
         sha256: str | None = None,
         move: bool = False,
+        synced: bool = False,
     ) -> StoredObject:
-        return await asyncio.to_thread(self._put, key, media_type, path, sha256, move)
+        return await asyncio.to_thread(self._put, key, media_type, path, sha256, move, synced)
 
     async def put_bytes(self, key: str, data: bytes, media_type: str) -> StoredObject:
-        return await asyncio.to_thread(self._put, key, media_type, data, None, False)
+        return await asyncio.to_thread(self._put, key, media_type, data, None, False, False)
 
     async def get_bytes(self, key: str) -> bytes:
         return await asyncio.to_thread(self._resolved, key, lambda b: (b / "data").read_bytes())

@@ -160,6 +160,7 @@ class S3Store(ObjectStore):
         *,
         sha256: str | None = None,
         move: bool = False,
+        synced: bool = False,
     ) -> StoredObject:
         validate_key(key)
         if sha256 is None:

@@ -122,7 +122,7 @@ async def run_attempt(rt: Runtime, message: AbstractIncomingMessage, attempt: At
     finally:
         heartbeat.cancel()
         rt.running.discard(running)
-        shutil.rmtree(attempt.scratch, ignore_errors=True)
+        _remove_scratch(attempt.scratch)
 
 
 async def _run(
@@ -163,6 +163,16 @@ async def _run(
         await message.ack()
         return
     await _failed(rt, message, attempt, error)
+
+
+def _remove_scratch(scratch: Path) -> None:
+    """Remove an attempt's scratch folder: usually two empty folders once the outputs moved
+    into the store (two syscalls), anything left behind by a failure otherwise."""
+    try:
+        (scratch / "out").rmdir()
+        scratch.rmdir()
+    except OSError:  # not empty (inputs fetched from S3, a failure's files) or never made
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _error(code: ErrorCode, message: str, detail: str | None = None) -> ErrorDocument:

@@ -1,19 +1,26 @@
 """The child process of a slot: receives tasks over a pipe, runs operation pipelines.
 
-This module is the child's entry point. At start it limits its own memory, dies with its
-parent (``PR_SET_PDEATHSIG``), and imports the operation modules of its pool before taking a
-task, so the first job does not pay the import. It must stay importable without the numeric
-stack: the parent imports it to name the target of the spawned process.
+This module is the child's entry point. Children are forked from a server process that
+imported the pool's operation modules once (``operation_modules``, preloaded by the slots'
+forkserver), so a fresh child is ready in milliseconds and the first job pays no import. At
+start a child limits its own memory and dies with its parent (``PR_SET_PDEATHSIG``: the fork
+server, which exits when the worker does). What it sends back is small: a finished output is
+its path, name, media type, size and SHA-256 (hashed here, where the bytes were just written,
+not in the worker's event loop); progress at most every ``_PROGRESS_EVERY`` seconds.
+It must stay importable without the numeric stack: the parent imports it to name the target
+of the child process.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import hashlib
 import os
 import resource
 import signal
 import sys
+import time
 import traceback
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -27,6 +34,12 @@ from contracts.ops import OpCatalog
 from contracts.settings import LimitsSettings
 
 PR_SET_PDEATHSIG = 1
+_PROGRESS_EVERY = 0.05
+"""Least seconds between two progress messages over the pipe (the worker throttles further);
+a job shorter than this sends none."""
+
+Output = tuple[str, str, str, int, str]
+"""A finished output as the child reports it: (path, name, media type, size, SHA-256)."""
 
 
 @dataclass(frozen=True)
@@ -64,11 +77,16 @@ class _Context:
     limits: LimitsSettings
     resources: dict[str, Any]
     _weight: tuple[float, float] = field(default=(0.0, 1.0))
+    _sent: float = field(default_factory=time.monotonic)
 
     def weigh(self, start: float, span: float) -> None:
         self._weight = (start, span)
 
     def progress(self, fraction: float, message: str | None = None) -> None:
+        now = time.monotonic()
+        if now - self._sent < _PROGRESS_EVERY:
+            return
+        self._sent = now
         start, span = self._weight
         value = start + span * min(1.0, max(0.0, float(fraction)))
         self.conn.send(("progress", value, message))
@@ -110,24 +128,49 @@ def _run(task: ChildTask, decoder: Any, ctx: _Context) -> Any:
                 for part in task.parts
             ]
             outputs = resolve(fan.combine)(op, task.shared, parts, ctx)
-    return [(str(f.path), f.name, f.media_type) for f in outputs]
+    return [_describe(Path(f.path), f.name, f.media_type) for f in outputs]
+
+
+def _describe(path: Path, name: str, media_type: str) -> Output:
+    """Hash and flush an output here, in parallel across slots, not in the worker's loop (the
+    store trusts the digest and need not flush the bytes again when it moves the file)."""
+    with path.open("rb") as f:
+        digest = hashlib.file_digest(f, "sha256").hexdigest()
+        size = f.tell()
+        os.fsync(f.fileno())
+    return (str(path), name, media_type, size, digest)
+
+
+def operation_modules(op_plugins: list[str], pool: str) -> list[str]:
+    """The modules a child of ``pool`` imports before its first task (its operations and the
+    pipeline runner); the heavy pool runs every operation."""
+    catalog = OpCatalog.with_plugins(op_plugins)
+    impls = [op.impl for op in catalog.ops.values() if pool in (op.pool.value, "heavy")]
+    modules = {impl.partition(":")[0] for impl in impls}
+    return ["worker.errors", "worker.runtime.pipeline", *sorted(modules)]
+
+
+def configure_environment(config: ChildConfig) -> None:
+    """Thread and decode limits of the numeric libraries, set before they are imported (in the
+    fork server, which children inherit them from). The worker parent imports none of them."""
+    os.environ.setdefault("OMP_NUM_THREADS", str(config.threads))
+    os.environ.setdefault("OPENCV_FOR_THREADS_NUM", str(config.threads))
+    # OpenCV's own decode limit, below ours: a header that lies still cannot allocate more.
+    os.environ.setdefault("CV_IO_MAX_IMAGE_PIXELS", str(config.limits.max_pixels))
 
 
 def child_main(conn: Connection, config: ChildConfig) -> None:
     """Serve tasks until the pipe closes."""
     _limit_self(config)
-    os.environ.setdefault("OMP_NUM_THREADS", str(config.threads))
-    os.environ.setdefault("OPENCV_FOR_THREADS_NUM", str(config.threads))
-    # OpenCV's own decode limit, below ours: a header that lies still cannot allocate more.
-    os.environ.setdefault("CV_IO_MAX_IMAGE_PIXELS", str(config.limits.max_pixels))
+    configure_environment(config)
     from worker.errors import OpError
     from worker.runtime.pipeline import resolve
 
     catalog = OpCatalog.with_plugins(config.op_plugins)
     decoder = msgspec.json.Decoder(list[catalog.union])  # type: ignore[name-defined]
     for op in catalog.ops.values():
-        if op.pool.value == config.pool or config.pool == "heavy":
-            resolve(op.impl)  # pre-import: the first job must not pay the import
+        if config.pool in (op.pool.value, "heavy"):
+            resolve(op.impl)  # imported by the fork server already; a spawned child imports here
     conn.send(("ready", os.getpid()))
     while True:
         try:

@@ -235,7 +235,6 @@ class TaskAttempt(Attempt):
     async def work(self, running: Running) -> Record:
         rt, claim = self.rt, self.claim
         request = request_decoder.decode(claim.request)
-        self.scratch.mkdir(parents=True, exist_ok=True)
         inputs = await input_files(rt, claim.owner, request, self.scratch, only=claim.inputs)
         task = ChildTask(
             str(claim.job_id),
@@ -254,10 +253,12 @@ class TaskAttempt(Attempt):
                 on_progress=lambda f, m: None,
             )
         stored = []
-        for path, name, media_type in outputs:
+        for path, name, media_type, _size, sha256 in outputs:
             final = Path(path).name if not name else f"{name}{Path(path).suffix}"
             key = names.task_object(claim.job_id, claim.idx, claim.token, final)
-            await rt.store.put_file(key, Path(path), media_type, move=True)
+            await rt.store.put_file(
+                key, Path(path), media_type, sha256=sha256, move=True, synced=True
+            )
             stored.append(TaskOutput(name=final, media_type=media_type, key=key))
 
         async def record() -> None:

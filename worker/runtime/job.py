@@ -20,7 +20,7 @@ from contracts.messages import JobMessage
 from worker.ops.api import result_name, unique_name
 from worker.runtime import fanout
 from worker.runtime.attempt import Attempt, Record
-from worker.runtime.child import ChildTask
+from worker.runtime.child import ChildTask, Output
 from worker.runtime.context import Running, Runtime
 from worker.runtime.inputs import (
     input_files,
@@ -98,7 +98,6 @@ class JobAttempt(Attempt):
         request = request_decoder.decode(claim.request)
         pipeline = msgspec.json.encode(request.pipeline)
         ops = top_level_ops(rt, pipeline)
-        self.scratch.mkdir(parents=True, exist_ok=True)
         needs = await resources(rt, claim.owner, steps_decoder.decode(pipeline), self.scratch)
         if claim.stage == "combine":
             task = await fanout.combine_task(rt, claim, pipeline, self.scratch, needs)
@@ -112,7 +111,7 @@ class JobAttempt(Attempt):
                 task, timeout=claim.execution_duration, stop=running.stop, on_progress=reporter
             )
         await reporter.drain()
-        await self._after(ops, outputs)  # reads the files: before they move into the store
+        await self._after(ops, [(p, n, m) for p, n, m, _, _ in outputs])  # before the move
         results = await self._store(outputs)
 
         async def record() -> None:
@@ -144,16 +143,19 @@ class JobAttempt(Attempt):
             default_message="combining" if n else None,
         )
 
-    async def _store(self, outputs: list[tuple[str, str, str]]) -> list[StoredResult]:
-        """Store the outputs under this attempt's own keys (named as the job shows them)."""
+    async def _store(self, outputs: list[Output]) -> list[StoredResult]:
+        """Move the outputs into the store under this attempt's own keys (named as the job
+        shows them), with the size and digest the child measured."""
         results: list[StoredResult] = []
         seen: set[str] = set()
-        for path, name, media_type in outputs:
+        for path, name, media_type, _size, sha256 in outputs:
             base = result_name(name, Path(path)) if name else Path(path).name
             final = unique_name(base, seen.__contains__)
             seen.add(final)
             key = names.result_object(self.job_id, final, self.token)
-            stored = await self.rt.store.put_file(key, Path(path), media_type, move=True)
+            stored = await self.rt.store.put_file(
+                key, Path(path), media_type, sha256=sha256, move=True, synced=True
+            )
             results.append(
                 StoredResult(
                     name=final,
