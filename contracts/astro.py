@@ -409,7 +409,7 @@ class Catalogue(Op, tag="catalogue", frozen=True):
     ``<input>.dataset.json``, the record."""
 
     impl: ClassVar[str] = "worker.ops.catalogue:catalogue"
-    after: ClassVar[str | None] = "pixfleet.datasets:record_job_datasets"
+    after: ClassVar[str | None] = "pixfleet.registry.datasets:record_job_datasets"
     consumes: ClassVar[Kind | tuple[Kind, ...]] = "fits"
     produces: ClassVar[Kind] = "document"
 

@@ -18,8 +18,7 @@ from uuid import UUID
 import msgspec
 
 from contracts.astro import DatasetId, Dec, Ra, Radius
-
-FITS_MEDIA_TYPE = "application/fits"
+from contracts.media import FITS
 
 
 class Hdu(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
@@ -81,7 +80,7 @@ class DatasetInfo(msgspec.Struct, kw_only=True, frozen=True):
     """
 
     id: DatasetId
-    media_type: str = FITS_MEDIA_TYPE
+    media_type: str = FITS
     hdus: list[Hdu]
     shape: list[int]
     """The science plane's shape: the first image HDU with a celestial WCS (else the first

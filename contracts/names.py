@@ -57,6 +57,7 @@ def upload_object(upload_id: UUID | str) -> str:
 
 
 def result_prefix(job_id: UUID | str) -> str:
+    """Object-store prefix of every result of a job (all attempts)."""
     return f"results/{job_id}/"
 
 
@@ -81,6 +82,22 @@ def task_object(job_id: UUID | str, task: int, attempt: UUID, name: str) -> str:
     """Object-store key of a file one attempt (lease ``attempt``) of a fanned-out job's task
     wrote; the task row records the keys of the attempt that completed it."""
     return f"work/{job_id}/{task}/{attempt.hex}/{name}"
+
+
+def model_prefix(name: str) -> str:
+    """Object-store prefix of every stored version of model ``name``."""
+    return f"models/{name}/"
+
+
+def model_object(name: str, sha256: str) -> str:
+    """Object-store key of one version of a registered model (its bytes' SHA-256)."""
+    return f"{model_prefix(name)}{sha256}.onnx"
+
+
+def dataset_object(sha256: str) -> str:
+    """Object-store key of a registered dataset's bytes: one object for equal bytes under
+    several ids."""
+    return f"datasets/{sha256}"
 
 
 def scratch_dir(job_id: UUID | str, attempt: UUID, task: int | None = None) -> str:

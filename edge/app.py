@@ -31,9 +31,7 @@ from edge.services.outbox import Outbox
 from edge.services.sweeper import Sweeper
 from edge.services.uploads import UploadService
 from edge.settings import EdgeSettings
-from edge.store.datasets import DatasetStore
 from edge.store.jobs import JobStore
-from edge.store.keys import KeyStore
 from edge.store.uploads import UploadStore
 
 
@@ -45,20 +43,17 @@ async def start_services(
     job_store, upload_store = JobStore(res.pg), UploadStore(res.pg)
     sweeper = Sweeper(job_store, upload_store, res.store)
     outbox = Outbox(settings, res.rabbit, job_store, after_relay=sweeper.sweep_once)
-    dataset_store = DatasetStore(res.pg)
-    job_service = JobService(
-        settings, catalog, job_store, upload_store, res.redis, outbox, dataset_store
-    )
+    job_service = JobService(settings, catalog, job_store, upload_store, res.redis, outbox)
     events = EventHub(res.events_redis, settings.redis.prefix)
     services = Services(
         settings=settings,
         resources=res,
-        auth=Authenticator(KeyStore(res.pg), settings.key_cache_ttl),
+        auth=Authenticator(res.pg, settings.key_cache_ttl),
         jobs=job_service,
         uploads=UploadService(settings, upload_store, res.store, jobs=job_service),
         outbox=outbox,
         events=events,
-        datasets=DatasetService(dataset_store),
+        datasets=DatasetService(res.pg),
     )
     async with contextlib.AsyncExitStack() as stack:
         await outbox.start()

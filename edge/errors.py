@@ -16,12 +16,13 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.types import ExceptionHandlersMap
 
+from contracts import media
 from contracts.api import FieldError, Problem
 from pixfleet.outages import is_outage
 
 log = logging.getLogger(__name__)
 
-PROBLEM_JSON = "application/problem+json"
+PROBLEM_JSON = media.PROBLEM_JSON
 TYPE_BASE = "https://pixfleet.dev/problems/"
 
 
@@ -72,7 +73,17 @@ class UnknownUploadError(PixfleetError):
     status, type, title = 422, "unknown-upload", "An input is not an upload of yours"
 
 
+class DatasetNotFoundError(PixfleetError):
+    """``GET /v1/datasets/{id}`` of a dataset that does not exist or is not the caller's (the
+    registry's ``UnknownDatasetError``)."""
+
+    status, type, title = 404, "unknown-dataset", "No such dataset"
+
+
 class UnknownDatasetInputError(PixfleetError):
+    """A job names a dataset that does not exist or is not the caller's (the registry's
+    ``UnknownDatasetError``)."""
+
     status, type, title = 422, "unknown-dataset", "A dataset input does not exist or is not yours"
 
 

@@ -35,6 +35,7 @@ from litestar.openapi.spec import (
     Schema,
 )
 
+from contracts import media
 from contracts.api import JobRequest, Problem
 from contracts.jobs import JobSnapshot
 from contracts.ops import OpCatalog
@@ -56,7 +57,6 @@ JOB_REQUEST = "JobRequest"
 JOB_SNAPSHOT = "JobSnapshot"
 PROBLEM = "Problem"
 
-_JSON = "application/json"
 _PREFIX = "#/components/schemas/"
 
 # JSON Schema keyword -> Schema field; the keyword is the field's alias or its camelCase name.
@@ -257,7 +257,7 @@ class SubmitJobOperation(Operation):
             ),
         ]
         self.request_body = RequestBody(
-            content={_JSON: OpenAPIMediaType(schema=_ref(JOB_REQUEST))},
+            content={media.JSON: OpenAPIMediaType(schema=_ref(JOB_REQUEST))},
             description="The job: inputs (upload ids) and the pipeline of operations.",
             required=True,
         )
@@ -268,7 +268,7 @@ class SubmitJobOperation(Operation):
                 "Location": _header("The job's URL.", required=True),
                 "Idempotent-Replayed": _header('"true" when the job already existed.'),
             },
-            content={_JSON: OpenAPIMediaType(schema=_ref(JOB_SNAPSHOT))},
+            content={media.JSON: OpenAPIMediaType(schema=_ref(JOB_SNAPSHOT))},
         )
         problem = {PROBLEM_JSON: OpenAPIMediaType(schema=_ref(PROBLEM))}
         for status, description in _PROBLEMS.items():

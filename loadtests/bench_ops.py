@@ -121,7 +121,7 @@ def _measure(
     import msgspec
 
     from contracts.ops import OpCatalog
-    from pixfleet.models import LocalModel
+    from pixfleet.registry.models import LocalModel
     from worker.ops.api import InputFile, LocalContext
     from worker.runtime.pipeline import run_pipeline
 

@@ -286,7 +286,7 @@ def _commit(code: Path) -> str:
 
 
 def _upload(key: str) -> str:
-    from pixfleet.demo import gradient_png
+    from cli.demo import gradient_png
 
     return stack.upload(key, gradient_png(1600, 1200))
 

@@ -54,7 +54,7 @@ async def reset_db(env: dict[str, str]) -> str:
     await conn.close()
     subprocess.run([BIN / "pixfleet", "migrate"], env=env, check=True, capture_output=True)
     conn = await asyncpg.connect(f"{PG}/{DB}")
-    from pixfleet.keys import create_key
+    from pixfleet.registry.keys import create_key
 
     key = await create_key(conn, "bench")
     await conn.close()

@@ -1,4 +1,7 @@
-"""Shared runtime library of pixfleet: object store, database, broker topology, operator CLI.
+"""The shared library of pixfleet: object store, database (pool, migrations), broker
+topology, outages, ids, logging, image sniffing, and the registries (API keys, models,
+datasets) that the edge, the worker and the operator commands all use.
 
-Never imports edge, worker, litestar or the numeric stack at import time.
+Nothing above it: never imports edge, worker or cli (``tests/unit/test_layers.py``), nor
+litestar or the numeric stack.
 """

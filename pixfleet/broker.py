@@ -28,7 +28,7 @@ import msgspec
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection, ExchangeType
 from aiormq import spec
 
-from contracts import names
+from contracts import media, names
 from contracts.jobs import Pool
 from contracts.messages import JobMessage
 from contracts.settings import RabbitSettings
@@ -176,7 +176,7 @@ async def connect(rabbit: RabbitSettings, *, attempts: int = 10) -> AbstractRobu
 def job_properties(msg: JobMessage) -> spec.Basic.Properties:
     """AMQP properties of a job message (for publishing through aiormq directly)."""
     return spec.Basic.Properties(
-        content_type="application/json",
+        content_type=media.JSON,
         delivery_mode=2,  # persistent
         priority=msg.priority,
         message_id=str(msg.job_id),
@@ -188,7 +188,7 @@ def job_message(msg: JobMessage, headers: dict[str, Any] | None = None) -> aio_p
     """Wrap a job message as a persistent AMQP message with its priority."""
     return aio_pika.Message(
         msgspec.json.encode(msg),
-        content_type="application/json",
+        content_type=media.JSON,
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         priority=msg.priority,
         message_id=str(msg.job_id),

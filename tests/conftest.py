@@ -36,7 +36,7 @@ from edge.app import create_app
 from edge.settings import EdgeSettings
 from pixfleet import broker
 from pixfleet.db import create_pool, migrate
-from pixfleet.keys import create_key
+from pixfleet.registry.keys import create_key
 from pixfleet.store import ObjectStore, open_store
 from tests.helpers import ROOT
 from worker.ops.api import LocalContext
@@ -189,7 +189,7 @@ def _start_pixfleet(command: str, variables: dict[str, str], log: Path) -> subpr
     """Start ``pixfleet <command>`` with ``variables`` over the environment, output to ``log``."""
     with log.open("wb") as out:  # the child holds its own copy of the descriptor
         return subprocess.Popen(
-            [sys.executable, "-m", "pixfleet", command],
+            [sys.executable, "-m", "cli", command],
             env={**os.environ, **variables, "PYTHONPATH": str(ROOT)},
             stdout=out,
             stderr=subprocess.STDOUT,

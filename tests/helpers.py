@@ -163,7 +163,7 @@ def run_pixfleet(
     """Run ``pixfleet <args>`` as an operator would, with this test's ``PIXFLEET_*`` variables;
     the caller checks the exit status and output."""
     return subprocess.run(
-        [sys.executable, "-m", "pixfleet", *map(str, args)],
+        [sys.executable, "-m", "cli", *map(str, args)],
         env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
         capture_output=True,
         text=True,

@@ -42,7 +42,7 @@ def png_bomb(width: int = 100_000, height: int = 100_000) -> bytes:
     import struct
     import zlib
 
-    from pixfleet.demo import png_chunk as chunk
+    from cli.demo import png_chunk as chunk
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     idat = zlib.compress(b"\x00" * 1024)

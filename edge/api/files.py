@@ -9,6 +9,7 @@ from litestar import get
 from litestar.params import FromPath, FromQuery, QueryParameter
 from litestar.response import File
 
+from contracts import media
 from edge.api.deps import ServicesDep
 from edge.errors import InvalidSignatureError, UnknownResultError
 from pixfleet.store.signing import verify
@@ -34,7 +35,7 @@ async def download_file(
     return File(
         path=path,
         filename=name or path.name,
-        media_type=media_type or "application/octet-stream",
+        media_type=media_type or media.OCTET_STREAM,
         content_disposition_type="attachment",
         headers={"Cache-Control": "private, max-age=60"},
     )

@@ -8,6 +8,7 @@ from typing import Any
 import msgspec
 from litestar import Response, get
 
+from contracts import media
 from edge.api.deps import ServicesDep
 
 _PROBE_TIMEOUT = 1.0
@@ -51,7 +52,7 @@ async def readyz(services: ServicesDep) -> Response[bytes]:
     return Response(
         msgspec.json.encode(body),
         status_code=200 if ready else 503,
-        media_type="application/json",
+        media_type=media.JSON,
         headers=headers,
     )
 

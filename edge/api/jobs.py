@@ -12,13 +12,13 @@ from litestar.datastructures import State
 from litestar.params import FromPath, QueryParameter
 from litestar.response import Redirect, ServerSentEvent, ServerSentEventMessage
 
+from contracts import media
 from contracts.api import FieldError
 from contracts.jobs import JobPage, JobSnapshot, Phase
 from edge.api.deps import Owner, Services, ServicesDep
 from edge.errors import InvalidRequestError
 from edge.openapi import SubmitJobOperation
 
-_JSON = "application/json"
 MAX_IDEMPOTENCY_KEY = 255
 _encode = msgspec.json.encode
 
@@ -27,7 +27,7 @@ def _job_response(snap: JobSnapshot, status: int, replayed: bool = False) -> Res
     headers = {"Location": snap.href}
     if replayed:
         headers["Idempotent-Replayed"] = "true"
-    return Response(_encode(snap), status_code=status, media_type=_JSON, headers=headers)
+    return Response(_encode(snap), status_code=status, media_type=media.JSON, headers=headers)
 
 
 @post("/v1/jobs", status_code=202, summary="Submit a job", operation_class=SubmitJobOperation)
@@ -72,7 +72,7 @@ async def list_jobs(
     """Your jobs, newest first. Filter by ``phase`` (repeatable); page with ``cursor``."""
     items, nxt = await services.jobs.list_for_owner(owner, phase or [], cursor, limit)
     page = JobPage(items=items, next=str(nxt) if nxt else None)
-    return Response(_encode(page), media_type=_JSON)
+    return Response(_encode(page), media_type=media.JSON)
 
 
 @delete("/v1/jobs/{job_id:uuid}", status_code=200, summary="Abort a job")

@@ -9,6 +9,7 @@ from litestar import Request, Response, get, post
 from litestar.datastructures import State
 from litestar.params import FromPath
 
+from contracts import media
 from contracts.api import Upload
 from edge.api.deps import Owner, ServicesDep
 from edge.errors import PayloadTooLargeError, UnknownUploadError
@@ -48,7 +49,7 @@ async def create_upload(
     return Response(
         msgspec.json.encode(upload),
         status_code=201,
-        media_type="application/json",
+        media_type=media.JSON,
         headers={"Location": f"/v1/uploads/{upload.id}"},
     )
 

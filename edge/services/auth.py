@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import time
 
+import asyncpg
+
 from edge.errors import UnauthorizedError
-from edge.store.keys import KeyStore
-from pixfleet.keys import hash_key
+from pixfleet.registry import keys
 
 _NEGATIVE_TTL = 5.0
 _MAX_ENTRIES = 100_000
@@ -15,8 +16,8 @@ _MAX_ENTRIES = 100_000
 class Authenticator:
     """Resolve ``Authorization: Bearer <key>`` to an owner."""
 
-    def __init__(self, keys: KeyStore, ttl: float) -> None:
-        self._keys = keys
+    def __init__(self, pool: asyncpg.Pool, ttl: float) -> None:
+        self._pool = pool
         self._ttl = ttl
         self._cache: dict[bytes, tuple[str | None, float]] = {}
 
@@ -31,13 +32,13 @@ class Authenticator:
         scheme, _, key = authorization.partition(" ")
         if scheme.lower() != "bearer" or not key.strip():
             raise UnauthorizedError("send 'Authorization: Bearer <API key>'")
-        digest = hash_key(key.strip())
+        digest = keys.hash_key(key.strip())
         now = time.monotonic()
         hit = self._cache.get(digest)
         if hit is not None and hit[1] > now:
             owner = hit[0]
         else:
-            owner = await self._keys.owner_of(digest)
+            owner = await keys.owner_of(self._pool, digest)
             if len(self._cache) >= _MAX_ENTRIES:
                 self._cache.clear()
             self._cache[digest] = (owner, now + (self._ttl if owner else _NEGATIVE_TTL))

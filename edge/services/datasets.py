@@ -2,7 +2,7 @@
 circle on the sky, nearest first.
 
 A sky query is answered in two steps: SQL keeps the datasets whose centre lies within the
-query radius plus their own radius (``DatasetStore.near``: cheap and never too strict), then
+query radius plus their own radius (the registry's ``near``: cheap and never too strict), then
 ``overlaps`` tests each candidate exactly on the sphere: the circle meets the footprint when
 its centre lies inside the polygon or within the radius of one of its edges (great-circle
 arcs). Unit vectors throughout, so RA wrap and the poles need no special case. Pure Python:
@@ -16,19 +16,17 @@ import binascii
 import math
 from collections.abc import Sequence
 
+import asyncpg
 import msgspec
 
 from contracts.api import FieldError
 from contracts.datasets import Dataset, DatasetPage, DatasetRecord, SkyQuery
-from edge.errors import InvalidRequestError, PixfleetError
-from edge.store.datasets import DatasetStore, Vector
+from edge.errors import DatasetNotFoundError, InvalidRequestError
+from pixfleet.registry import datasets as registry
+from pixfleet.registry.datasets import Vector
 
 MAX_PAGE = 1000
 _HEMISPHERE = 1e-9  # a vertex must lie this far inside the centre's hemisphere (cosine)
-
-
-class UnknownDatasetError(PixfleetError):
-    status, type, title = 404, "unknown-dataset", "No such dataset"
 
 
 # -- geometry on the unit sphere -----------------------------------------------------------
@@ -171,21 +169,18 @@ def _parse_cursor(text: str) -> _Cursor:
 
 
 class DatasetService:
-    """Everything the datasets API decides."""
+    """Everything the datasets API decides (the registry speaks SQL)."""
 
-    def __init__(self, store: DatasetStore) -> None:
-        self.store = store
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
 
     async def get(self, owner: str, dataset_id: str) -> Dataset:
-        """Raises: UnknownDatasetError: no dataset of this id that ``owner`` may see."""
-        record = await self.store.get(owner, dataset_id)
-        if record is None:
-            raise UnknownDatasetError(f"no dataset {dataset_id!r}")
+        """Raises: DatasetNotFoundError: no dataset of this id that ``owner`` may see."""
+        try:
+            record = await registry.get(self.pool, owner, dataset_id)
+        except registry.UnknownDatasetError as e:
+            raise DatasetNotFoundError(f"no dataset {dataset_id!r}") from e
         return dataset_view(record)
-
-    async def visible(self, owner: str, ids: Sequence[str]) -> set[str]:
-        """The ids among ``ids`` that ``owner`` may use (public, or their live uploads')."""
-        return await self.store.visible(owner, ids)
 
     def query(self, ra: float | None, dec: float | None, radius: float | None) -> SkyQuery | None:
         """The sky query of the request's parameters: all three, or none (no query).
@@ -227,7 +222,7 @@ class DatasetService:
             )
         after = None if cursor is None else _parse_cursor(cursor)
         if query is None:
-            records = await self.store.by_id(owner, after[1] if after else None, limit + 1)
+            records = await registry.by_id(self.pool, owner, after[1] if after else None, limit + 1)
             items = [dataset_view(r) for r in records[:limit]]
             more = len(records) > limit
             return DatasetPage(items=items, next=_cursor(None, items[-1].id) if more else None)
@@ -248,7 +243,9 @@ class DatasetService:
         batch = max(limit + 1, 64)
         found: list[tuple[DatasetRecord, float]] = []
         while len(found) <= limit:
-            rows = await self.store.near(owner, centre, query.dec, query.radius, after, batch)
+            rows = await registry.near(
+                self.pool, owner, centre, query.dec, query.radius, after, batch
+            )
             for record, dot in rows:
                 after = (dot, record.id)
                 footprint, middle = _footprint(record)

@@ -12,7 +12,7 @@ import hashlib
 import time
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 from uuid import UUID
 
 import msgspec
@@ -28,6 +28,7 @@ from contracts.jobs import (
     StoredResult,
     amqp_priority,
 )
+from contracts.media import FITS
 from contracts.messages import ControlMessage, JobMessage
 from contracts.opbase import Op
 from contracts.ops import Model, OpCatalog, steps
@@ -53,8 +54,8 @@ from edge.settings import EdgeSettings
 from edge.store.jobs import JobStore, NewJob
 from edge.store.uploads import UploadStore
 from pixfleet.ids import uuid7
-from pixfleet.models import get_models
-from pixfleet.sniff import FITS
+from pixfleet.registry import datasets
+from pixfleet.registry.models import get_models
 
 _PENDING_GRACE = 30.0  # seconds after which an idempotency key with no job row is stale
 
@@ -73,12 +74,6 @@ def validation_error(e: msgspec.ValidationError) -> InvalidRequestError:
     )
 
 
-class DatasetLookup(Protocol):
-    async def visible(self, owner: str, ids: Sequence[str]) -> set[str]:
-        """The ids among ``ids`` that ``owner`` may use (public or their own)."""
-        ...
-
-
 class JobService:
     """Everything the jobs API decides."""
 
@@ -90,10 +85,8 @@ class JobService:
         uploads: UploadStore,
         redis: aioredis.Redis,
         outbox: Outbox,
-        datasets: DatasetLookup,
     ) -> None:
         self.settings = settings
-        self.datasets = datasets
         self.catalog = catalog
         self.jobs = jobs
         self.uploads = uploads
@@ -211,16 +204,15 @@ class JobService:
                     ],
                 )
         if req.datasets:
-            visible = await self.datasets.visible(owner, req.datasets)
-            unseen = [d for d in req.datasets if d not in visible]
-            if unseen:
+            try:
+                await datasets.check_visible(self.jobs.pool, owner, req.datasets)
+            except datasets.UnknownDatasetError as e:
                 raise UnknownDatasetInputError(
-                    f"unknown dataset(s): {', '.join(unseen)}",
+                    f"unknown dataset(s): {', '.join(e.ids)}",
                     errors=[
-                        FieldError(message=f"unknown dataset {d}", path="$.datasets")
-                        for d in unseen
+                        FieldError(message=f"unknown dataset {d}", path="$.datasets") for d in e.ids
                     ],
-                )
+                ) from e
         kinds = {"fits" if known[u][1] == FITS else "image" for u in inputs}
         if req.datasets:
             kinds.add("fits")

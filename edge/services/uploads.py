@@ -26,13 +26,13 @@ import msgspec
 
 from contracts import names
 from contracts.api import Upload
+from contracts.media import FITS
 from contracts.settings import LimitsSettings
 from edge.errors import ImageRejectedError, PayloadTooLargeError, UnsupportedMediaError
 from edge.settings import EdgeSettings
 from edge.store.uploads import UploadStore
 from pixfleet.ids import uuid7
 from pixfleet.sniff import (
-    FITS,
     CorruptImageError,
     ImageInfo,
     ImageTooLargeError,

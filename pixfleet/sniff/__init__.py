@@ -4,10 +4,11 @@ check that a file is one whole image and nothing else, never decoding a pixel.
 The edge calls :func:`inspect_image` and :func:`check_complete` before it stores an upload and
 worker operations call them again before any decode, so a header that lies (a decompression
 bomb), a truncated file or a polyglot is refused before anything allocates pixels.
-Standard library only, in every module of the package: the edge imports it and must never
-import numpy, scipy, astropy, OpenCV (cv2) or Pillow. Every walk over markers, chunks, blocks,
-boxes, IFDs or HDUs is bounded, and reads seek to the bytes they need; the JPEG and GIF end
-walks read the file through a 1 MiB window.
+Standard library only (and ``contracts.media``, the media types it answers with), in every
+module of the package: the edge imports it and must never import numpy, scipy, astropy,
+OpenCV (cv2) or Pillow. Every walk over markers, chunks, blocks, boxes, IFDs or HDUs is
+bounded, and reads seek to the bytes they need; the JPEG and GIF end walks read the file
+through a 1 MiB window.
 
 Supported: JPEG, PNG (and APNG), WebP (and animated), GIF (frames counted; the first is
 used), TIFF (pages counted; compressions OpenCV cannot decode are refused), BMP, AVIF (still
@@ -39,9 +40,9 @@ Policies:
   1 MiB) and GIF comments holding an HTML, SVG or script tag (``<script``,
   ``<html``, ``<svg``, ``<?php``...) are corrupt. XMP is XML but uses none of those tags.
 
-This module holds the public API, the signatures and the dispatch; ``base`` the media types,
-``ImageInfo``, the errors and the bounded ``Reader``; ``refusals`` what non-images look like
-and the markup search; one module per format (``jpeg``, ``png``, ``gif``, ``webp``, ``tiff``
+This module holds the public API, the signatures and the dispatch; ``base`` ``ImageInfo``,
+the errors and the bounded ``Reader``; ``refusals`` what non-images look like and the markup
+search; one module per format (``jpeg``, ``png``, ``gif``, ``webp``, ``tiff``
 with EXIF, ``bmp``, ``isobmff`` for AVIF, ``fits``) reads its headers (``inspect``) and, where
 the format has an end, finds it (``image_end``).
 """
@@ -52,16 +53,9 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from contracts.media import AVIF, BMP, FITS, GIF, JPEG, PNG, TIFF, WEBP
 from pixfleet.sniff import bmp, fits, gif, isobmff, jpeg, png, tiff, webp
 from pixfleet.sniff.base import (
-    AVIF,
-    BMP,
-    FITS,
-    GIF,
-    JPEG,
-    PNG,
-    TIFF,
-    WEBP,
     CorruptImageError,
     ImageInfo,
     ImageTooLargeError,
@@ -71,14 +65,6 @@ from pixfleet.sniff.base import (
 from pixfleet.sniff.refusals import describe
 
 __all__ = [
-    "AVIF",
-    "BMP",
-    "FITS",
-    "GIF",
-    "JPEG",
-    "PNG",
-    "TIFF",
-    "WEBP",
     "CorruptImageError",
     "ImageInfo",
     "ImageTooLargeError",

@@ -1,6 +1,6 @@
-"""What every format parser of :mod:`pixfleet.sniff` shares: the media types, the
-:class:`ImageInfo` they return, the three errors they raise, the :class:`Reader` every read goes
-through, and the bounds on their walks.
+"""What every format parser of :mod:`pixfleet.sniff` shares: the :class:`ImageInfo` they
+return, the three errors they raise, the :class:`Reader` every read goes through, and the bounds
+on their walks (the media types they answer with are ``contracts.media``'s).
 
 Standard library only, like the whole package: the edge imports it, so it must never import
 numpy, scipy, astropy, OpenCV (cv2) or Pillow.
@@ -10,10 +10,6 @@ from __future__ import annotations
 
 from typing import BinaryIO, NamedTuple
 
-JPEG, PNG, WEBP, GIF, TIFF, BMP, AVIF, FITS = (
-    "image/jpeg", "image/png", "image/webp", "image/gif", "image/tiff", "image/bmp",
-    "image/avif", "application/fits",
-)  # fmt: skip
 MAX_STEPS = 4096  # markers, chunks, boxes or IFD entries: far above real files, bounds junk
 WINDOW = 1 << 20  # bytes read at a time by walks that touch the whole file
 

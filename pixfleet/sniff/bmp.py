@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import struct
 
-from pixfleet.sniff.base import BMP, ImageInfo, Reader
+from contracts.media import BMP
+from pixfleet.sniff.base import ImageInfo, Reader
 
 # "BM" alone is too weak a signature (text starts with it): the DIB header size must fit too.
 HEADER_SIZES = frozenset({12, 40, 52, 56, 64, 108, 124})

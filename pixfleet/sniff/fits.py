@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import math
 
-from pixfleet.sniff.base import FITS, CorruptImageError, ImageInfo, Reader
+from contracts.media import FITS
+from pixfleet.sniff.base import CorruptImageError, ImageInfo, Reader
 
 _BLOCK, _MAX_BLOCKS, _MAX_HDUS = 2880, 256, 32
 

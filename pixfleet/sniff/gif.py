@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import struct
 
+from contracts.media import GIF
 from pixfleet.sniff.base import (
-    GIF,
     MAX_STEPS,
     WINDOW,
     CorruptImageError,

@@ -11,7 +11,8 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterator
 
-from pixfleet.sniff.base import AVIF, MAX_STEPS, WINDOW, CorruptImageError, ImageInfo, Reader
+from contracts.media import AVIF
+from pixfleet.sniff.base import MAX_STEPS, WINDOW, CorruptImageError, ImageInfo, Reader
 
 _AVIF_BRANDS = frozenset({b"avif", b"avis"})
 _HEIF_BRANDS = frozenset({b"mif1", b"msf1"})

@@ -11,7 +11,8 @@ from __future__ import annotations
 import re
 import struct
 
-from pixfleet.sniff.base import JPEG, MAX_STEPS, CorruptImageError, ImageInfo, Reader
+from contracts.media import JPEG
+from pixfleet.sniff.base import MAX_STEPS, CorruptImageError, ImageInfo, Reader
 from pixfleet.sniff.refusals import refuse_markup
 from pixfleet.sniff.tiff import exif_orientation, is_exif
 

@@ -11,7 +11,8 @@ import struct
 import zlib
 from collections.abc import Iterator
 
-from pixfleet.sniff.base import PNG, WINDOW, CorruptImageError, ImageInfo, Reader
+from contracts.media import PNG
+from pixfleet.sniff.base import WINDOW, CorruptImageError, ImageInfo, Reader
 from pixfleet.sniff.refusals import refuse_markup, scan_markup
 from pixfleet.sniff.tiff import exif_orientation
 

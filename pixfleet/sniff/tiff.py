@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import struct
 
+from contracts.media import TIFF
 from pixfleet.sniff.base import (
     MAX_STEPS,
-    TIFF,
     CorruptImageError,
     ImageInfo,
     ImageTooLargeError,

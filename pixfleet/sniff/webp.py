@@ -10,14 +10,8 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterator
 
-from pixfleet.sniff.base import (
-    MAX_STEPS,
-    WEBP,
-    CorruptImageError,
-    ImageInfo,
-    ImageTooLargeError,
-    Reader,
-)
+from contracts.media import WEBP
+from pixfleet.sniff.base import MAX_STEPS, CorruptImageError, ImageInfo, ImageTooLargeError, Reader
 from pixfleet.sniff.tiff import exif_orientation
 
 

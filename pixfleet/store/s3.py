@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import quote
 
+from contracts import media
 from pixfleet.store.base import (
     ObjectNotFoundError,
     ObjectStore,
@@ -266,7 +267,7 @@ class S3Store(ObjectStore):
             size=int(response["ContentLength"]),
             # Objects written by something else than this store carry no digest.
             sha256=str(response.get("Metadata", {}).get("sha256", "")),
-            media_type=str(response.get("ContentType", "application/octet-stream")),
+            media_type=str(response.get("ContentType", media.OCTET_STREAM)),
         )
 
     async def delete(self, key: str) -> None:

@@ -17,18 +17,18 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
+from cli.datasets import add_dataset
 from contracts.astro import Catalogue
 from contracts.datasets import DatasetInfo
+from contracts.names import dataset_object
 from contracts.settings import LimitsSettings
-from edge.store.datasets import DatasetStore
-from pixfleet.datasets import (
+from pixfleet.registry.datasets import (
     DatasetConflictError,
     InvalidDatasetError,
     UnknownDatasetError,
-    add_dataset,
+    check_visible,
     list_datasets,
     lookup,
-    object_key,
     record_job_datasets,
     remove_dataset,
 )
@@ -100,7 +100,7 @@ def test_the_operator_registers_real_files(env: dict[str, str], tmp_path: Path) 
     assert acs["wcs"]["hdu"] == 1 and acs["wcs"]["ctype"] == ["RA---TAN", "DEC--TAN"]
     assert (acs["centre_ra"], acs["centre_dec"]) == pytest.approx((6.02714, -72.08351), abs=1e-4)
     assert len(acs["footprint"]) == 4 and 0.005 < acs["radius"] < 0.006
-    assert acs["object_key"] == object_key(acs["sha256"])
+    assert acs["object_key"] == dataset_object(acs["sha256"])
     assert acs["size"] == astrodata.acs_flt().stat().st_size
 
     m13 = records["m13_rice"]
@@ -358,9 +358,14 @@ async def test_uploads_are_their_owners_datasets_only(
     assert_problem(await client.get("/v1/datasets/carols", headers=alice), 404)
     assert_problem(await client.get("/v1/datasets/no/such:thing", headers=alice), 404)
 
-    datasets = DatasetStore(pool)  # what the edge checks job inputs with
-    assert await datasets.visible("alice", ["pub", up["id"], "carols", "x"]) == {"pub", up["id"]}
-    assert await datasets.visible("bob", [up["id"], "pub"]) == {"pub"}
+    # What the edge checks job inputs with: the ids not visible, in order.
+    await check_visible(pool, "alice", ["pub", up["id"]])
+    with pytest.raises(UnknownDatasetError) as unseen:
+        await check_visible(pool, "alice", ["pub", up["id"], "carols", "x"])
+    assert unseen.value.ids == ("carols", "x")
+    with pytest.raises(UnknownDatasetError) as unseen:
+        await check_visible(pool, "bob", [up["id"], "pub"])
+    assert unseen.value.ids == (up["id"],)
     assert set(await lookup(pool, "carol", ["carols", "pub", up["id"]])) == {"carols", "pub"}
     assert (await lookup(pool, "alice", [up["id"]]))[up["id"]]["object_key"] == (
         f"uploads/{up['id']}"

@@ -366,8 +366,8 @@ async def test_broker_outage_accepted_jobs_are_delivered_by_the_relay(
 async def test_dead_letters_can_be_replayed(
     client: Client, alice: dict[str, str], start_worker: Any, namespace: str, database: str
 ) -> None:
+    from cli.deadletters import list_dead, replay_dead
     from contracts.settings import PostgresSettings, RabbitSettings, Secret
-    from pixfleet.deadletters import list_dead, replay_dead
 
     start_worker()
     up = await upload(client, alice)

@@ -14,21 +14,21 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from contracts.names import model_object
 from pixfleet.db import migrations
-from pixfleet.models import (
+from pixfleet.registry.models import (
     InvalidModelError,
     LocalModel,
     ModelDigestError,
     ModelSpec,
     UnknownModelError,
     add_model,
-    check_onnx_file,
     fetch_model,
     get_models,
     list_models,
-    object_key,
     remove_model,
 )
+from pixfleet.registry.onnx import check_onnx_file
 from pixfleet.store import ObjectStore
 from tests.helpers import BOTH_STORES, leaked_imports, run_pixfleet
 
@@ -63,7 +63,7 @@ async def test_add_get_list_remove(pool: object, store: ObjectStore, tmp_path: P
         pool, store, "brighten", path, scale=1, tile=128, overlap=8, description="brighter"
     )
     assert spec.name == "brighten" and spec.sha256 == sha and spec.size == len(data)
-    assert spec.object_key == object_key("brighten", sha) == f"models/brighten/{sha}.onnx"
+    assert spec.object_key == model_object("brighten", sha) == f"models/brighten/{sha}.onnx"
     assert (spec.tile, spec.overlap, spec.channels, spec.input_range) == (128, 8, "rgb", 1)
     assert spec.created_at is not None and spec.mean is None
     stored = await store.head(spec.object_key)
@@ -234,4 +234,4 @@ def test_cli_add_list_remove(env: dict[str, str], tmp_path: Path) -> None:
 
 def test_importing_the_registry_stays_light() -> None:
     heavy = {"numpy", "cv2", "onnx", "litestar", "aioboto3", "asyncpg"}
-    assert leaked_imports(["pixfleet.models"], heavy) == ""
+    assert leaked_imports(["pixfleet.registry.models"], heavy) == ""

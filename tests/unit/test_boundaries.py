@@ -27,7 +27,7 @@ def test_contracts_import_msgspec_only() -> None:
 
 
 @pytest.mark.parametrize(
-    "modules", [["worker"], ["worker.runtime.main", "worker.runtime.runner"], ["pixfleet.cli"]]
+    "modules", [["worker"], ["worker.runtime.main", "worker.runtime.runner"], ["cli.main"]]
 )
 def test_worker_parent_does_not_import_litestar_or_pixels(modules: list[str]) -> None:
     assert leaked_imports(modules, {"litestar", "edge", "numpy", "cv2", "scipy", "astropy"}) == ""

@@ -23,7 +23,7 @@ from edge.services.datasets import (
     separation,
     unit,
 )
-from edge.store.datasets import Vector
+from pixfleet.registry.datasets import Vector
 
 SAMPLES = 400  # points per edge for the brute-force distance
 

@@ -17,7 +17,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from contracts.ops import Model
 from contracts.settings import LimitsSettings
-from pixfleet.models import LocalModel, resource_key
+from pixfleet.registry.models import LocalModel, resource_key
 from worker.errors import UsageError
 from worker.ops.api import LocalContext, Picture
 from worker.ops.model import run_model, spans

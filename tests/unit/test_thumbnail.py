@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
+from contracts.media import JPEG
 from contracts.ops import ImageFormat, Thumbnail
 from contracts.settings import LimitsSettings
-from pixfleet.sniff import JPEG, CorruptImageError, ImageInfo, ImageTooLargeError, NotAnImageError
+from pixfleet.sniff import CorruptImageError, ImageInfo, ImageTooLargeError, NotAnImageError
 from worker.errors import FatalError, OpError, TransientError, UsageError
 from worker.ops.api import InputFile, LocalContext
 from worker.ops.imaging import _read_flags

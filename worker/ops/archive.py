@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import zipfile
 
+from contracts.media import AVIF, GIF, JPEG, PNG, WEBP, ZIP
 from contracts.ops import Archive
 from worker.errors import UsageError
 from worker.ops.api import InputFile, OpContext, result_name, unique_name
 
-_STORED = frozenset({"image/jpeg", "image/png", "image/webp", "image/avif", "image/gif"})
+_STORED = frozenset({JPEG, PNG, WEBP, AVIF, GIF})
 
 
 def archive(op: Archive, items: list[InputFile], ctx: OpContext) -> list[InputFile]:
@@ -41,5 +42,5 @@ def archive(op: Archive, items: list[InputFile], ctx: OpContext) -> list[InputFi
             compress = zipfile.ZIP_STORED if item.media_type in _STORED else zipfile.ZIP_DEFLATED
             zf.write(item.path, name, compress_type=compress, compresslevel=6)
             ctx.progress(i / len(entries), f"{i} of {len(entries)} entries")
-    zipped = InputFile(path=path, media_type="application/zip", name=op.name)
+    zipped = InputFile(path=path, media_type=ZIP, name=op.name)
     return [*items, zipped] if op.keep else [zipped]

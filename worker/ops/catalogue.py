@@ -6,8 +6,8 @@ WCS), the bands the headers name (``FILTER``, ``FILTER1``/``2``/``3``, ``BAND``,
 and a cube's spectral range in metres, and the celestial WCS summary with its footprint,
 centre and radius (``fitsinfo.summarise``). ``pixfleet datasets add`` calls it in the
 operator's process; the operation calls it in a worker child and writes the record as
-``<name>.dataset.json``, which the worker parent stores (``pixfleet.datasets``, the op's
-``after`` hook).
+``<name>.dataset.json``, which the worker parent stores (``pixfleet.registry.datasets``, the
+op's ``after`` hook).
 
 A file without a celestial WCS is described without footprint: ``datasets add`` refuses it;
 an upload is recorded anyway, found by its id but never by a sky query.
@@ -25,8 +25,8 @@ from astropy.io.fits.verify import VerifyError
 from astropy.wcs import WCSSUB_SPECTRAL
 
 from contracts.astro import Catalogue
-from contracts.datasets import FITS_MEDIA_TYPE, Band, CelestialWcs, DatasetInfo, Hdu
-from pixfleet.sniff import FITS
+from contracts.datasets import Band, CelestialWcs, DatasetInfo, Hdu
+from contracts.media import FITS, JSON
 from worker.errors import UsageError
 from worker.ops.api import InputFile, Item, LocalContext, OpContext, Picture, output_path
 from worker.ops.fitsinfo import fits_hdu, summarise
@@ -56,7 +56,7 @@ def catalogue(op: Catalogue, item: Item, ctx: OpContext) -> InputFile:
     path = output_path(ctx.workdir, f"{stem}.dataset.json")
     path.write_bytes(msgspec.json.encode(info))
     # Published as "<name>.dataset.json" (the result name adds the suffix to the name).
-    return InputFile(path=path, media_type="application/json", name=f"{item.name}.dataset")
+    return InputFile(path=path, media_type=JSON, name=f"{item.name}.dataset")
 
 
 def describe(path: Path, dataset_id: str) -> DatasetInfo:
@@ -65,7 +65,7 @@ def describe(path: Path, dataset_id: str) -> DatasetInfo:
     Raises:
         UsageError: not a readable FITS file, a broken header, or no image HDU.
     """
-    item = InputFile(path=path, media_type=FITS_MEDIA_TYPE, name=dataset_id)
+    item = InputFile(path=path, media_type=FITS, name=dataset_id)
     issues: list[str] = []
     with warnings.catch_warnings():
         # What astropy and wcslib say about non-standard headers they fixed is not ours to say.

@@ -19,7 +19,7 @@ import numpy as np
 from astropy.wcs import WCS
 
 from contracts.astro import Channel, Composite, Lupton
-from pixfleet.sniff import FITS
+from contracts.media import FITS
 from worker.errors import FatalError, UsageError
 from worker.ops import stretch
 from worker.ops.api import InputFile, OpContext, OutputFile, output_path

@@ -28,7 +28,7 @@ from astropy.io import fits
 from astropy.wcs import WCSSUB_SPECTRAL
 
 from contracts.astro import AnyStencil, Cutout, Range
-from contracts.datasets import FITS_MEDIA_TYPE
+from contracts.media import FITS
 from worker.errors import UsageError
 from worker.ops import sky
 from worker.ops.api import InputFile, OpContext, OutputFile, Picture, output_path
@@ -209,7 +209,7 @@ def _cut(
     primary = _primary_cards(source, stencil, box, outside is not None, len(images))
     write_images(path, primary, images)
     # Published as "<name>.<suffix>.fits" (the result name adds the file's suffix).
-    return OutputFile(path=path, media_type=FITS_MEDIA_TYPE, name=f"{item.name}.{suffix}")
+    return OutputFile(path=path, media_type=FITS, name=f"{item.name}.{suffix}")
 
 
 def _image(

@@ -14,7 +14,7 @@ import msgspec
 from astropy.wcs import FITSFixedWarning
 
 from contracts.astro import Header
-from pixfleet.sniff import FITS
+from contracts.media import FITS, JSON
 from worker.errors import UsageError
 from worker.ops.api import InputFile, OpContext, output_path
 from worker.ops.exif import Doc
@@ -78,7 +78,7 @@ def header(op: Header, item: InputFile, ctx: OpContext) -> InputFile:
     stem = item.name.replace("/", "_").replace("\\", "_").lstrip(".") or "header"
     path = output_path(ctx.workdir, f"{stem}.header.json")
     path.write_bytes(msgspec.json.encode(doc, order="deterministic"))
-    return InputFile(path=path, media_type="application/json", name=item.name)
+    return InputFile(path=path, media_type=JSON, name=item.name)
 
 
 def _selected(

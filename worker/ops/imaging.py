@@ -24,18 +24,9 @@ import cv2
 import numpy as np
 from cv2.typing import MatLike
 
+from contracts.media import AVIF, BMP, FITS, GIF, JPEG, PNG, TIFF, WEBP
 from contracts.ops import Convert, ImageFormat
-from pixfleet.sniff import (
-    AVIF,
-    BMP,
-    FITS,
-    GIF,
-    JPEG,
-    PNG,
-    TIFF,
-    WEBP,
-    ImageInfo,
-)
+from pixfleet.sniff import ImageInfo
 from worker.errors import FatalError, UsageError
 from worker.ops.api import InputFile, Item, OpContext, Picture, output_path
 from worker.ops.inputs import check_input

@@ -57,18 +57,10 @@ from astropy.io.fits.verify import VerifyError
 from astropy.wcs import FITSFixedWarning
 from PIL import Image, UnidentifiedImageError
 
+from contracts.media import BMP, FITS, GIF, JPEG, JSON, PNG, TIFF, WEBP
 from contracts.ops import Metadata
 from contracts.settings import LimitsSettings
-from pixfleet.sniff import (
-    BMP,
-    FITS,
-    GIF,
-    JPEG,
-    PNG,
-    TIFF,
-    WEBP,
-    ImageInfo,
-)
+from pixfleet.sniff import ImageInfo
 from worker.errors import UsageError
 from worker.ops.api import InputFile, Item, OpContext, Picture, output_path
 from worker.ops.exif import Doc, ExifInfo, read_exif, read_tiff_file_exif
@@ -136,7 +128,7 @@ def metadata(op: Metadata, item: Item, ctx: OpContext) -> InputFile:
         del doc.issues[_MAX_ISSUES:]
     path = _unique(ctx.workdir, item.name)
     path.write_bytes(msgspec.json.encode(doc, order="deterministic"))
-    return InputFile(path=path, media_type="application/json", name=item.name)
+    return InputFile(path=path, media_type=JSON, name=item.name)
 
 
 def _unique(directory: Path, name: str) -> Path:

@@ -1,7 +1,7 @@
 """The ``model`` operation: run a registered image-to-image ONNX model with OpenCV's dnn module.
 
 Runs in a worker child and imports OpenCV and numpy. The runtime fetched the model file and
-put a ``pixfleet.models.LocalModel`` in ``ctx.resources``; nothing is downloaded here.
+put a ``pixfleet.registry.models.LocalModel`` in ``ctx.resources``; nothing is downloaded here.
 
 The image is processed in square tiles of the model's registered ``tile`` side, each reading
 ``overlap`` pixels of context beyond the part of the output it writes, so only the tile
@@ -26,7 +26,7 @@ import numpy as np
 from cv2.typing import MatLike
 
 from contracts.ops import Model
-from pixfleet.models import LocalModel, resource_key
+from pixfleet.registry.models import LocalModel, resource_key
 from worker.errors import UsageError
 from worker.ops.api import Item, OpContext, Picture
 from worker.ops.imaging import check_output, load, max_sample

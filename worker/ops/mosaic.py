@@ -31,8 +31,8 @@ from astropy.io import fits
 from astropy.wcs import WCS, FITSFixedWarning
 
 from contracts.astro import Mosaic
+from contracts.media import FITS
 from contracts.ops import Convert
-from pixfleet.sniff import FITS
 from worker.errors import FatalError, UsageError
 from worker.ops import stretch
 from worker.ops.api import InputFile, OpContext, OutputFile, Picture, Plan, TaskSpec, output_path
@@ -42,7 +42,6 @@ from worker.ops.inputs import check_input
 from worker.ops.preview import render
 from worker.ops.reproject import Box, covering_grid, grid_wcs, overlap_box, regrid
 
-FITS_TYPE = "application/fits"
 _ROWS = 512
 """Rows of a part read at once when accumulating."""
 _MEDIAN_BYTES = 32 * 1024 * 1024
@@ -159,7 +158,7 @@ def reproject_input(
         [fits.PrimaryHDU(image, header), fits.ImageHDU(footprint, name="FOOTPRINT")]
     ).writeto(path)
     ctx.progress(1.0)
-    return [OutputFile(path=path, media_type=FITS_TYPE, name=f"{item.name}.part")]
+    return [OutputFile(path=path, media_type=FITS, name=f"{item.name}.part")]
 
 
 def combine(
@@ -200,8 +199,8 @@ def combine(
     png = _preview(image, op, ctx)
     ctx.progress(1.0)
     return [
-        OutputFile(path=mosaic_path, media_type=FITS_TYPE, name=op.name),
-        OutputFile(path=coverage_path, media_type=FITS_TYPE, name=f"{op.name}.coverage"),
+        OutputFile(path=mosaic_path, media_type=FITS, name=op.name),
+        OutputFile(path=coverage_path, media_type=FITS, name=f"{op.name}.coverage"),
         png,
     ]
 

@@ -11,8 +11,8 @@ import cv2
 import numpy as np
 
 from contracts.astro import Colormap, Preview
+from contracts.media import FITS
 from contracts.ops import Convert
-from pixfleet.sniff import FITS
 from worker.errors import UsageError
 from worker.ops import stretch
 from worker.ops.api import InputFile, OpContext, Picture

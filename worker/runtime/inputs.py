@@ -69,7 +69,7 @@ async def input_files(
                 raise InputError(f"input {upload_id} no longer exists")
             wanted.append((row["object_key"], row["media_type"], str(upload_id)))
     if request.datasets:
-        from pixfleet import datasets
+        from pixfleet.registry import datasets
 
         found = await datasets.lookup(rt.jobs.pool, owner, request.datasets)
         for dataset_id in request.datasets:
@@ -102,7 +102,7 @@ async def resources(rt: Runtime, owner: str, pipeline: list[Step], workdir: Path
     found: dict[str, Any] = {}
     wanted = {s.name for s in steps if s.op == "model" and s.name}
     if wanted:
-        from pixfleet import models
+        from pixfleet.registry import models
 
         specs = await models.get_models(rt.jobs.pool, wanted)
         for name in wanted:

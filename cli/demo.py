@@ -1,6 +1,7 @@
 """The demo job of ``pixfleet run``: upload a generated image, thumbnail it, fetch the result.
 
-Standard library only (urllib, zlib): it is also a small example of the HTTP API.
+Standard library only (urllib, zlib) and ``contracts.media``: it is also a small example of the
+HTTP API.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import urllib.error
 import urllib.request
 import zlib
 from typing import Any
+
+from contracts import media
 
 
 def png_chunk(kind: bytes, data: bytes) -> bytes:
@@ -80,7 +83,7 @@ def run_demo(base: str, key: str, timeout: float = 60.0) -> dict[str, Any]:
     Raises:
         RuntimeError: the job did not complete.
     """
-    upload = _call(base, key, "POST", "/v1/uploads", gradient_png(), {"Content-Type": "image/png"})
+    upload = _call(base, key, "POST", "/v1/uploads", gradient_png(), {"Content-Type": media.PNG})
     body = {
         "inputs": [upload["id"]],
         "pipeline": [{"op": "thumbnail", "size": 256, "format": "webp"}],
@@ -92,7 +95,7 @@ def run_demo(base: str, key: str, timeout: float = 60.0) -> dict[str, Any]:
         "POST",
         "/v1/jobs",
         json.dumps(body).encode(),
-        {"Content-Type": "application/json", "Idempotency-Key": f"demo-{upload['id']}"},
+        {"Content-Type": media.JSON, "Idempotency-Key": f"demo-{upload['id']}"},
     )
     deadline = started + timeout
     while job["phase"] not in ("COMPLETED", "ERROR", "ABORTED") and time.monotonic() < deadline:

@@ -10,12 +10,12 @@ import subprocess
 import sys
 import time
 
-from pixfleet.demo import run_demo, wait_ready
+from cli.demo import run_demo, wait_ready
 
 
 def _spawn(name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     print(f"starting {name}: pixfleet {' '.join(args)}", flush=True)
-    return subprocess.Popen([sys.executable, "-m", "pixfleet", *args], env=env)
+    return subprocess.Popen([sys.executable, "-m", "cli", *args], env=env)
 
 
 def _stop(procs: dict[str, subprocess.Popen[bytes]], timeout: float = 40.0) -> int:
@@ -37,12 +37,12 @@ def _stop(procs: dict[str, subprocess.Popen[bytes]], timeout: float = 40.0) -> i
 
 def run_stack(port: int = 8000, demo: bool = True) -> int:
     """Run the whole stack until interrupted; return the exit status."""
-    from pixfleet.cli import main as cli
+    from cli.main import main as command
 
     env = dict(os.environ)
     env.setdefault("PIXFLEET_PORT", str(port))
     env.setdefault("PIXFLEET_STORE_PUBLIC_URL", f"http://127.0.0.1:{port}")
-    cli(["migrate"])
+    command(["migrate"])
     key = asyncio.run(_demo_key())
     procs = {
         "edge": _spawn("edge", ["edge", "--port", str(port)], env),
@@ -89,7 +89,7 @@ async def _demo_key() -> str:
     import asyncpg
 
     from contracts.settings import PostgresSettings, load_settings
-    from pixfleet.keys import create_key
+    from pixfleet.registry.keys import create_key
 
     pg = load_settings(PostgresSettings, os.environ, "PIXFLEET_POSTGRES_")
     conn = await asyncpg.connect(pg.dsn.reveal())

@@ -1,7 +1,9 @@
-"""The registry of image-to-image ONNX models that the ``model`` operation runs.
+"""The registry of image-to-image ONNX models that the ``model`` operation runs: every
+statement on the ``models`` table is here, for the edge (unknown models are refused at
+submission), the worker runtime and ``pixfleet models``.
 
 Operators register a model file with ``pixfleet models add``: its bytes go to the object store
-under ``models/<name>/<sha256>.onnx`` and a row of ``models`` says how to feed it (channels,
+under ``names.model_object(name, sha256)`` and a row of ``models`` says how to feed it (channels,
 sample range, mean, upscale factor, tile size). Nothing is downloaded from the internet at run
 time: the worker runtime reads the rows of a job's models (``get_models``), makes each file
 local (``fetch_model``) and hands the child a ``LocalModel`` in
@@ -9,8 +11,9 @@ local (``fetch_model``) and hands the child a ``LocalModel`` in
 
 Imported by the worker runtime, its children and the edge: the standard library, msgspec,
 ``contracts`` and our store only (asyncpg only for annotations). Never onnx (a dev
-dependency), numpy or OpenCV: a file is checked here by walking its protobuf framing, and
-whether OpenCV can run it is found out by the worker at first use.
+dependency), numpy or OpenCV: a file is checked by walking its protobuf framing
+(``pixfleet.registry.onnx``), and whether OpenCV can run it is found out by the worker at
+first use.
 """
 
 from __future__ import annotations
@@ -20,15 +23,16 @@ import contextlib
 import logging
 import os
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import msgspec
 
+from contracts import media, names
 from contracts.ops import ModelName
+from pixfleet.registry.onnx import NotOnnxError, check_onnx_file
 from pixfleet.store.base import file_sha256
 
 if TYPE_CHECKING:
@@ -37,12 +41,6 @@ if TYPE_CHECKING:
     from pixfleet.store import ObjectStore
 
 log = logging.getLogger(__name__)
-
-MODEL_MEDIA_TYPE = "application/octet-stream"
-"""ONNX has no registered media type."""
-MAX_MODEL_BYTES = 2**31 - 1
-"""Protobuf's limit on one message; models with external weights are not supported."""
-MIN_MODEL_BYTES = 16
 
 Channels = Literal["rgb", "bgr", "gray"]
 SampleRange = Literal[1, 255]
@@ -100,7 +98,7 @@ class ModelSpec(ModelParams, kw_only=True, frozen=True, forbid_unknown_fields=Tr
 
     name: ModelName
     object_key: str
-    """``models/<name>/<sha256>.onnx`` in the object store."""
+    """``names.model_object(name, sha256)`` in the object store."""
     sha256: str
     """Hex SHA-256 of the file."""
     size: int
@@ -149,110 +147,12 @@ def resource_key(name: str) -> str:
     return f"model:{name}"
 
 
-def object_key(name: str, sha256: str) -> str:
-    """Where a model's bytes are stored: ``models/<name>/<sha256>.onnx``."""
-    return f"models/{name}/{sha256}.onnx"
-
-
-# -- checking a file ------------------------------------------------------------------------
-
-# Wire types of the ModelProto and GraphProto fields we look at (onnx/onnx.proto3).
-_VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5
-_MODEL_FIELDS = {1: _VARINT, 2: _LEN, 3: _LEN, 4: _LEN, 5: _VARINT, 6: _LEN, 7: _LEN, 8: _LEN}
-_GRAPH_FIELDS = {1: _LEN, 2: _LEN, 5: _LEN, 10: _LEN, 11: _LEN, 12: _LEN, 13: _LEN}
-_MAX_IR_VERSION = 64  # IR 10 is current; a far larger number is not a ModelProto
-
-
-def _varint(f: IO[bytes]) -> int:
-    result = 0
-    for shift in range(0, 70, 7):
-        b = f.read(1)
-        if not b:
-            raise InvalidModelError("not an ONNX model: the file ends inside a field")
-        result |= (b[0] & 0x7F) << shift
-        if b[0] < 0x80:
-            return result
-    raise InvalidModelError("not an ONNX model: malformed protobuf varint")
-
-
-def _walk(f: IO[bytes], start: int, end: int) -> Iterator[tuple[int, int, int, int]]:
-    """Yield (field, wire type, value, payload offset) of the protobuf message in [start, end).
-
-    ``value`` is a varint's value or a length-delimited field's length (0 otherwise). Payloads
-    are skipped with a seek, so a 1 GB model is walked with a few hundred small reads.
-    """
-    pos = start
-    while pos < end:
-        f.seek(pos)
-        key = _varint(f)
-        field, wire = key >> 3, key & 7
-        value = size = 0
-        if field == 0:
-            raise InvalidModelError("not an ONNX model: protobuf field number 0")
-        if wire == _VARINT:
-            value = _varint(f)
-        elif wire == _LEN:
-            value = size = _varint(f)
-        elif wire in (_I64, _I32):
-            size = 8 if wire == _I64 else 4
-        else:
-            raise InvalidModelError(f"not an ONNX model: protobuf wire type {wire}")
-        payload = f.tell()
-        pos = payload + size
-        if pos > end:
-            raise InvalidModelError("not an ONNX model: a field runs past the end of the file")
-        yield field, wire, value, payload
-
-
-def _check_wire(kind: str, fields: dict[int, int], field: int, wire: int) -> None:
-    expected = fields.get(field)
-    if expected is not None and wire != expected:
-        raise InvalidModelError(f"not an ONNX model: field {field} of the {kind} has wire {wire}")
-
-
-def check_onnx_file(path: Path) -> int:
-    """Check cheaply that ``path`` is a serialized ONNX ``ModelProto``; return its size.
-
-    Walks the protobuf framing of the model and of its graph (without reading tensors): an IR
-    version, at least one opset import, a graph with inputs and outputs, and fields that end
-    exactly at the end of the file. Whether OpenCV can run the model is found at first use.
-    Blocking: call it in a thread.
-
-    Raises:
-        InvalidModelError: the file is too small or too large, or is not a ModelProto.
-        OSError: the file cannot be read.
-    """
-    size = path.stat().st_size
-    if not MIN_MODEL_BYTES <= size <= MAX_MODEL_BYTES:
-        raise InvalidModelError(
-            f"a model file must be {MIN_MODEL_BYTES} to {MAX_MODEL_BYTES} bytes, not {size}"
-        )
-    ir_version, opsets, graph = 0, 0, None
-    with path.open("rb") as f:
-        for field, wire, value, payload in _walk(f, 0, size):
-            _check_wire("model", _MODEL_FIELDS, field, wire)
-            if field == 1:
-                ir_version = value
-            elif field == 8:
-                opsets += 1
-            elif field == 7:
-                graph = (payload, payload + value)
-        if not 1 <= ir_version <= _MAX_IR_VERSION:
-            raise InvalidModelError("not an ONNX model: no valid IR version")
-        if graph is None or not opsets:
-            raise InvalidModelError("not an ONNX model: no graph or no opset import")
-        counts = {1: 0, 11: 0, 12: 0}
-        for field, wire, _, _ in _walk(f, *graph):
-            _check_wire("graph", _GRAPH_FIELDS, field, wire)
-            if field in counts:
-                counts[field] += 1
-    if not counts[1] or not counts[11] or not counts[12]:
-        raise InvalidModelError("the ONNX graph needs nodes, an input and an output")
-    return size
-
-
 def _check_and_hash(path: Path) -> tuple[int, str]:
-    return check_onnx_file(path), file_sha256(path)
+    try:
+        size = check_onnx_file(path)
+    except NotOnnxError as e:
+        raise InvalidModelError(str(e)) from e
+    return size, file_sha256(path)
 
 
 # -- the registry ---------------------------------------------------------------------------
@@ -285,8 +185,9 @@ async def add_model(
 ) -> ModelSpec:
     """Register the ONNX file at ``path`` as model ``name``, replacing any model of that name.
 
-    ``params`` are ``ModelParams`` fields. The file is checked (``check_onnx_file``) and copied
-    to the store; the replaced version's object is deleted once the row points to the new one.
+    ``params`` are ``ModelParams`` fields. The file is checked (``onnx.check_onnx_file``) and
+    copied to the store; the replaced version's object is deleted once the row points to the
+    new one.
 
     Raises:
         InvalidModelError: a parameter is invalid or the file is not an ONNX model.
@@ -298,13 +199,13 @@ async def add_model(
     size, sha256 = await asyncio.to_thread(_check_and_hash, path)
     spec = ModelSpec(
         name=name,
-        object_key=object_key(name, sha256),
+        object_key=names.model_object(name, sha256),
         sha256=sha256,
         size=size,
         **msgspec.structs.asdict(checked),
     )
     before = await pool.fetchval("SELECT object_key FROM models WHERE name = $1", name)
-    await store.put_file(spec.object_key, path, MODEL_MEDIA_TYPE, sha256=sha256)
+    await store.put_file(spec.object_key, path, media.OCTET_STREAM, sha256=sha256)
     try:
         async with pool.acquire() as conn, conn.transaction():
             previous = await conn.fetchval(
@@ -372,7 +273,7 @@ async def remove_model(pool: asyncpg.Pool, store: ObjectStore, name: str) -> Mod
     if row is None:
         raise UnknownModelError(f"no model is named {name!r}")
     spec = _spec(row)
-    await store.delete_prefix(f"models/{name}/")
+    await store.delete_prefix(names.model_prefix(name))
     return spec
 
 

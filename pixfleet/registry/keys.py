@@ -1,4 +1,9 @@
-"""API keys: generated once, shown once, stored as SHA-256 hashes."""
+"""The API-key registry: keys are generated once, shown once, and stored as SHA-256 hashes.
+Every statement on ``api_keys`` is here: the edge resolves keys (``owner_of``), the operator
+command and the tests create them.
+
+Imports the standard library and asyncpg only.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ KEY_PREFIX = "pfk_"
 
 
 def hash_key(key: str) -> bytes:
+    """What is stored of a key: its SHA-256."""
     return hashlib.sha256(key.encode()).digest()
 
 
@@ -32,6 +38,14 @@ async def create_key(
         label,
     )
     return key
+
+
+async def owner_of(pool: asyncpg.Pool, key_hash: bytes) -> str | None:
+    """The owner of the key whose hash is ``key_hash``; None if unknown or revoked."""
+    owner: str | None = await pool.fetchval(
+        "SELECT owner FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL", key_hash
+    )
+    return owner
 
 
 async def revoke_owner_keys(conn: asyncpg.Pool | asyncpg.Connection, owner: str) -> int:

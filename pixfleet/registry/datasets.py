@@ -1,28 +1,30 @@
-"""The dataset catalogue: FITS files known by an id (the SODA ``ID``) and their sky footprints.
+"""The dataset registry: FITS files known by an id (the SODA ``ID``) and their sky footprints.
+Every statement on the ``datasets`` table is here, for the edge (``GET /v1/datasets``, job
+inputs), the worker (fetching inputs, recording catalogued uploads) and ``pixfleet datasets``.
 
-Two kinds of record share the ``datasets`` table (``contracts/migrations/003_datasets.sql``):
+Two kinds of record share the table (``contracts/migrations/003_datasets.sql``):
 
-- public datasets, registered by an operator with ``pixfleet datasets add``: the file is read
-  here (``worker.ops.catalogue.describe``, imported when called: astropy), must have a
-  celestial WCS, and is copied to the store under ``datasets/<sha256>`` (one object for equal
-  bytes under several ids). ``--owner`` makes a registered dataset visible to one owner only.
+- public datasets, registered by an operator with ``pixfleet datasets add``: the file is
+  described by the caller's ``describe`` (the command passes the ``catalogue`` operation's,
+  which reads it with astropy), must have a celestial WCS, and is copied to the store under
+  ``names.dataset_object(sha256)`` (one object for equal bytes under several ids).
+  ``--owner`` makes a registered dataset visible to one owner only.
 - users' FITS uploads: the edge runs the ``catalogue`` operation on each; its ``after`` hook,
   ``record_job_datasets``, runs in the worker parent and stores the records the operation
   wrote (id: the upload id). They use the upload's object, are visible to its owner alone,
   and go with the upload (expired: skipped; swept: deleted by the foreign key's cascade). An
   upload without a celestial WCS is recorded without footprint: found by id, never by sky.
 
-Imported by the worker parent, the edge and the ``pixfleet`` command: the standard library,
-msgspec, asyncpg, ``contracts`` and our store. Never astropy or numpy at import.
+Imports the standard library, msgspec, asyncpg, ``contracts`` and our store: never edge,
+worker or cli, never astropy or numpy.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
@@ -30,8 +32,9 @@ from uuid import UUID
 import asyncpg
 import msgspec
 
+from contracts import media, names
 from contracts.astro import DatasetId
-from contracts.datasets import FITS_MEDIA_TYPE, DatasetInfo, DatasetRecord
+from contracts.datasets import DatasetInfo, DatasetRecord
 from pixfleet.store.base import file_sha256
 
 if TYPE_CHECKING:
@@ -44,8 +47,12 @@ __all__ = [
     "InvalidDatasetError",
     "UnknownDatasetError",
     "add_dataset",
+    "by_id",
+    "check_visible",
+    "get",
     "list_datasets",
     "lookup",
+    "near",
     "record_job_datasets",
     "remove_dataset",
 ]
@@ -54,24 +61,43 @@ log = logging.getLogger(__name__)
 
 DOCUMENT_SUFFIX = ".dataset.json"
 """The ``catalogue`` operation's outputs: ``<input>.dataset.json``, a ``DatasetInfo``."""
+PREFILTER_MARGIN = 1e-5
+"""Degrees added to the sky prefilter's reach: float rounding must never drop a true overlap."""
 
-RECORD = "to_jsonb(d) - '{x,y,z}'::text[]"
-"""A row of ``datasets d`` as one JSON document (decode it with ``decode_record``)."""
-VISIBLE = "(d.owner IS NULL OR d.owner = $1) AND (d.expires_at IS NULL OR d.expires_at > now())"
-"""The rows owner ``$1`` may see: public ones and their own live uploads."""
+Vector = tuple[float, float, float]
+"""A unit vector of the sphere (a position on the sky)."""
+Describe = Callable[[Path, str], DatasetInfo]
+"""Reads a FITS file as dataset ``id`` (blocking). Raises ``InvalidDatasetError``."""
 
+_RECORD = "to_jsonb(d) - '{x,y,z}'::text[]"  # a row of ``datasets d`` as one JSON document
+_VISIBLE = "(d.owner IS NULL OR d.owner = $1) AND (d.expires_at IS NULL OR d.expires_at > now())"
 _COLUMNS = (
     "id, owner, upload_id, object_key, media_type, size, sha256, hdus, shape, bands, wcs,"
     " footprint, centre_ra, centre_dec, radius, expires_at"
 )
 _UPDATE = ", ".join(f"{c} = EXCLUDED.{c}" for c in (*_COLUMNS.split(", ")[1:], "created_at"))
 _OBJECTS_LOCK = 0x64617461  # "data": held while dataset objects are stored or collected
+_DOT = "(d.x * $2::float8 + d.y * $3::float8 + d.z * $4::float8)"
+# A dataset can overlap the circle (q, r) only if its centre lies within r + its radius of q:
+# a declination band wide enough for the largest radius (an index range), then the exact
+# bound on the dot product of the unit vectors (no RA wrap, no trouble at the poles).
+_NEAR = f"""
+SELECT {_RECORD}, {_DOT} AS dot
+FROM datasets d
+WHERE {_VISIBLE}
+  AND d.centre_dec BETWEEN $5::float8 - $6::float8 - (SELECT max(radius) FROM datasets)
+                       AND $5::float8 + $6::float8 + (SELECT max(radius) FROM datasets)
+  AND {_DOT} >= cos(radians(least(180.0, $6::float8 + d.radius)))
+  AND ($7::float8 IS NULL OR {_DOT} < $7 OR ({_DOT} = $7 AND d.id > $8::text))
+ORDER BY dot DESC, d.id
+LIMIT $9
+"""
 _record_decoder = msgspec.json.Decoder(DatasetRecord)
 _info_decoder = msgspec.json.Decoder(DatasetInfo)
 
 
 class DatasetError(Exception):
-    """Base of the catalogue's errors."""
+    """Base of the registry's errors."""
 
 
 class InvalidDatasetError(DatasetError, ValueError):
@@ -79,16 +105,20 @@ class InvalidDatasetError(DatasetError, ValueError):
 
 
 class UnknownDatasetError(DatasetError, LookupError):
-    """No dataset has this id."""
+    """No dataset has these ids, or none that the asking owner may see (``ids``, in order)."""
+
+    def __init__(self, *ids: str) -> None:
+        super().__init__(*ids)
+        self.ids = ids
+
+    def __str__(self) -> str:
+        return f"no dataset has the id{'s' if len(self.ids) > 1 else ''} " + ", ".join(
+            map(repr, self.ids)
+        )
 
 
 class DatasetConflictError(DatasetError):
     """The id belongs to a user's upload; a registered dataset cannot replace it."""
-
-
-def object_key(sha256: str) -> str:
-    """Where a registered dataset's bytes are stored: ``datasets/<sha256>``."""
-    return f"datasets/{sha256}"
 
 
 def check_id(dataset_id: str) -> str:
@@ -107,9 +137,97 @@ def check_id(dataset_id: str) -> str:
         ) from e
 
 
-def decode_record(doc: str | bytes) -> DatasetRecord:
-    """A row selected as ``RECORD``, as a ``DatasetRecord``."""
+def _decode(doc: str | bytes) -> DatasetRecord:
     return _record_decoder.decode(doc)
+
+
+# -- reads ---------------------------------------------------------------------------------
+
+
+async def get(pool: asyncpg.Pool, owner: str, dataset_id: str) -> DatasetRecord:
+    """Dataset ``dataset_id`` if ``owner`` may see it (public, or theirs and not expired).
+
+    Raises:
+        UnknownDatasetError: no such dataset that ``owner`` may see.
+    """
+    doc = await pool.fetchval(
+        f"SELECT {_RECORD} FROM datasets d WHERE {_VISIBLE} AND d.id = $2", owner, dataset_id
+    )
+    if doc is None:
+        raise UnknownDatasetError(dataset_id)
+    return _decode(doc)
+
+
+async def check_visible(pool: asyncpg.Pool, owner: str, ids: Sequence[str]) -> None:
+    """Check that ``owner`` may use every dataset of ``ids`` (as job inputs).
+
+    Raises:
+        UnknownDatasetError: the ids that do not exist or that ``owner`` may not see.
+    """
+    rows = await pool.fetch(
+        f"SELECT d.id FROM datasets d WHERE {_VISIBLE} AND d.id = ANY($2::text[])",
+        owner,
+        list(ids),
+    )
+    visible = {r[0] for r in rows}
+    unseen = [d for d in ids if d not in visible]
+    if unseen:
+        raise UnknownDatasetError(*unseen)
+
+
+async def lookup(pool: asyncpg.Pool, owner: str, ids: Iterable[str]) -> dict[str, asyncpg.Record]:
+    """The datasets among ``ids`` that ``owner`` may use (public, or theirs and not expired),
+    by id; the others are absent. Rows of ``id, owner, upload_id, object_key, media_type,
+    size, sha256`` (what a worker needs to fetch the bytes)."""
+    rows = await pool.fetch(
+        "SELECT d.id, d.owner, d.upload_id, d.object_key, d.media_type, d.size, d.sha256"
+        f" FROM datasets d WHERE {_VISIBLE} AND d.id = ANY($2::text[])",
+        owner,
+        list(ids),
+    )
+    return {r["id"]: r for r in rows}
+
+
+async def by_id(
+    pool: asyncpg.Pool, owner: str, after: str | None, limit: int
+) -> list[DatasetRecord]:
+    """Up to ``limit`` datasets ``owner`` may see in id order, those after ``after``."""
+    rows = await pool.fetch(
+        f"SELECT {_RECORD} FROM datasets d WHERE {_VISIBLE}"
+        " AND ($2::text IS NULL OR d.id > $2) ORDER BY d.id LIMIT $3",
+        owner,
+        after,
+        limit,
+    )
+    return [_decode(r[0]) for r in rows]
+
+
+async def near(
+    pool: asyncpg.Pool,
+    owner: str,
+    centre: Vector,
+    dec: float,
+    radius: float,
+    after: tuple[float, str] | None,
+    limit: int,
+) -> list[tuple[DatasetRecord, float]]:
+    """Up to ``limit`` datasets ``owner`` may see whose centre lies within ``radius`` plus
+    their own radius of ``centre`` (a unit vector; ``dec`` its declination, degrees), nearest
+    first, each with the cosine of its distance; those after ``after`` (cosine, id) in that
+    order. The candidates of an exact overlap test: none that overlaps is left out."""
+    dot, last = after if after is not None else (None, None)
+    rows = await pool.fetch(_NEAR, owner, *centre, dec, radius + PREFILTER_MARGIN, dot, last, limit)
+    return [(_decode(r[0]), r[1]) for r in rows]
+
+
+async def list_datasets(pool: asyncpg.Pool, *, uploads: bool = False) -> list[DatasetRecord]:
+    """Every registered dataset (and, with ``uploads``, users' upload records), by id."""
+    where = "" if uploads else " WHERE d.upload_id IS NULL"
+    rows = await pool.fetch(f"SELECT {_RECORD} FROM datasets d{where} ORDER BY d.id")
+    return [_decode(r[0]) for r in rows]
+
+
+# -- registered datasets -------------------------------------------------------------------
 
 
 def _json(value: Any) -> str | None:
@@ -130,17 +248,9 @@ def _info_params(info: DatasetInfo) -> tuple[Any, ...]:
     )
 
 
-def _read(path: Path, dataset_id: str) -> tuple[DatasetInfo, int, str]:
-    # Blocking (reads the whole file to hash it) and imports astropy: run in a thread. Imported
-    # by name so that neither this module nor the type checker pulls in the numeric stack.
-    from worker.errors import UsageError
-
-    describe = importlib.import_module("worker.ops.catalogue").describe
-    try:
-        info: DatasetInfo = describe(path, dataset_id)
-    except UsageError as e:
-        raise InvalidDatasetError(f"{path}: {e.message}") from e
-    return info, path.stat().st_size, file_sha256(path)
+def _read(path: Path, dataset_id: str, describe: Describe) -> tuple[DatasetInfo, int, str]:
+    # Blocking (the caller's describe reads the file; hashing reads it whole): run in a thread.
+    return describe(path, dataset_id), path.stat().st_size, file_sha256(path)
 
 
 async def add_dataset(
@@ -149,12 +259,15 @@ async def add_dataset(
     path: Path,
     dataset_id: str,
     owner: str | None = None,
+    *,
+    describe: Describe,
 ) -> DatasetRecord:
     """Register the FITS file at ``path`` as dataset ``dataset_id``, replacing any registered
-    dataset of that id in one transaction; public unless ``owner`` is given.
+    dataset of that id in one transaction; public unless ``owner`` is given. ``describe``
+    reads the file (in a thread).
 
-    The bytes are copied to ``datasets/<sha256>`` (skipped when already there); the object of
-    a replaced version is deleted once no dataset refers to it.
+    The bytes are copied to ``names.dataset_object(sha256)`` (skipped when already there);
+    the object of a replaced version is deleted once no dataset refers to it.
 
     Raises:
         InvalidDatasetError: a bad id or owner; not a FITS file, no image HDU, or no
@@ -167,13 +280,13 @@ async def add_dataset(
     check_id(dataset_id)
     if owner is not None and not owner.strip():
         raise InvalidDatasetError("an owner must not be empty")
-    info, size, sha256 = await asyncio.to_thread(_read, path, dataset_id)
+    info, size, sha256 = await asyncio.to_thread(_read, path, dataset_id, describe)
     if info.footprint is None:
         raise InvalidDatasetError(
             f"{path}: no image HDU has a celestial WCS (RA/Dec axes), so the file has no"
             " footprint on the sky; a registered dataset needs one"
         )
-    key = object_key(sha256)
+    key = names.dataset_object(sha256)
     previous: str | None = None
     try:
         async with pool.acquire() as conn, conn.transaction():
@@ -186,16 +299,16 @@ async def add_dataset(
             previous = None if before is None else before["object_key"]
             stored = await store.head(key)
             if stored is None or stored.sha256 != sha256:
-                await store.put_file(key, path, FITS_MEDIA_TYPE, sha256=sha256)
+                await store.put_file(key, path, media.FITS, sha256=sha256)
             doc = await conn.fetchval(
                 f"INSERT INTO datasets AS d ({_COLUMNS}) VALUES"
                 " ($1, $2, NULL, $3, $4, $5, $6, $7::jsonb, $8, $9::jsonb, $10::jsonb,"
                 " $11::jsonb, $12, $13, $14, NULL)"
-                f" ON CONFLICT (id) DO UPDATE SET {_UPDATE} RETURNING {RECORD}",
+                f" ON CONFLICT (id) DO UPDATE SET {_UPDATE} RETURNING {_RECORD}",
                 dataset_id,
                 owner,
                 key,
-                FITS_MEDIA_TYPE,
+                media.FITS,
                 size,
                 sha256,
                 *_info_params(info),
@@ -207,7 +320,7 @@ async def add_dataset(
         raise
     if previous is not None and previous != key:
         await _collect(pool, store, previous)
-    return decode_record(doc)
+    return _decode(doc)
 
 
 async def _collect(pool: asyncpg.Pool, store: ObjectStore, key: str) -> None:
@@ -221,13 +334,6 @@ async def _collect(pool: asyncpg.Pool, store: ObjectStore, key: str) -> None:
             await store.delete(key)
 
 
-async def list_datasets(pool: asyncpg.Pool, *, uploads: bool = False) -> list[DatasetRecord]:
-    """Every registered dataset (and, with ``uploads``, users' upload records), by id."""
-    where = "" if uploads else " WHERE d.upload_id IS NULL"
-    rows = await pool.fetch(f"SELECT {RECORD} FROM datasets d{where} ORDER BY d.id")
-    return [decode_record(r[0]) for r in rows]
-
-
 async def remove_dataset(pool: asyncpg.Pool, store: ObjectStore, dataset_id: str) -> DatasetRecord:
     """Remove dataset ``dataset_id``; return what was removed. A registered dataset's object is
     deleted once no other id refers to it (an upload's object stays with the upload).
@@ -237,27 +343,17 @@ async def remove_dataset(pool: asyncpg.Pool, store: ObjectStore, dataset_id: str
         StoreError: the object store failed (the record is gone; the object may remain).
     """
     doc = await pool.fetchval(
-        f"DELETE FROM datasets d WHERE d.id = $1 RETURNING {RECORD}", dataset_id
+        f"DELETE FROM datasets d WHERE d.id = $1 RETURNING {_RECORD}", dataset_id
     )
     if doc is None:
-        raise UnknownDatasetError(f"no dataset has the id {dataset_id!r}")
-    record = decode_record(doc)
+        raise UnknownDatasetError(dataset_id)
+    record = _decode(doc)
     if record.upload_id is None:
         await _collect(pool, store, record.object_key)
     return record
 
 
-async def lookup(pool: asyncpg.Pool, owner: str, ids: Iterable[str]) -> dict[str, asyncpg.Record]:
-    """The datasets among ``ids`` that ``owner`` may use (public, or theirs and not expired),
-    by id; the others are absent. Rows of ``id, owner, upload_id, object_key, media_type,
-    size, sha256`` (what a worker needs to fetch the bytes)."""
-    rows = await pool.fetch(
-        "SELECT d.id, d.owner, d.upload_id, d.object_key, d.media_type, d.size, d.sha256"
-        f" FROM datasets d WHERE {VISIBLE} AND d.id = ANY($2::text[])",
-        owner,
-        list(ids),
-    )
-    return {r["id"]: r for r in rows}
+# -- users' uploads ------------------------------------------------------------------------
 
 
 async def record_job_datasets(
