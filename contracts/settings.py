@@ -77,6 +77,10 @@ class RabbitSettings(_Group):
     connect_timeout: Positive = 5.0
     publish_timeout: Positive = 10.0
     """Seconds to wait for a publisher confirm."""
+    heartbeat: PositiveInt = 15
+    """AMQP heartbeat (seconds) asked of the broker unless the URL sets one: a stalled
+    (paused, frozen) process loses its connection, and the broker hands its unacknowledged
+    messages to others, after about two of these instead of RabbitMQ's default minute."""
 
 
 class StoreSettings(_Group):

@@ -27,6 +27,7 @@ import aio_pika
 import msgspec
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection, ExchangeType
 from aiormq import spec
+from yarl import URL
 
 from contracts import media, names
 from contracts.jobs import Pool
@@ -162,15 +163,21 @@ async def connect(rabbit: RabbitSettings, *, attempts: int = 10) -> AbstractRobu
     """
     for attempt in range(1, attempts + 1):
         try:
-            return await aio_pika.connect_robust(
-                rabbit.url.reveal(), timeout=rabbit.connect_timeout
-            )
+            return await aio_pika.connect_robust(_url(rabbit), timeout=rabbit.connect_timeout)
         except (OSError, aio_pika.exceptions.AMQPConnectionError, TimeoutError) as e:
             if attempt == attempts:
                 raise
             log.warning("rabbitmq connect attempt %d/%d failed: %s", attempt, attempts, e)
             await asyncio.sleep(min(5.0, 0.2 * 2**attempt) * random.uniform(0.5, 1.0))
     raise AssertionError("unreachable")
+
+
+def _url(rabbit: RabbitSettings) -> str:
+    """The broker URL with the settings' heartbeat, unless the URL names its own."""
+    url = URL(rabbit.url.reveal())
+    if "heartbeat" not in url.query:
+        url = url.update_query(heartbeat=rabbit.heartbeat)
+    return str(url)
 
 
 def job_properties(msg: JobMessage) -> spec.Basic.Properties:

@@ -7,8 +7,10 @@ Must not import pixel libraries.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import msgspec
 
@@ -53,21 +55,26 @@ async def input_files(
     request: JobRequest[msgspec.Raw],
     workdir: Path,
     only: list[int] | None = None,
+    uploads: Mapping[UUID, tuple[str, str]] | None = None,
 ) -> list[tuple[str, str, str, str]]:
     """The job's input files (uploads, then datasets) as (path, media type, name, source id),
-    fetched from the store when it is not local; ``only`` picks some by index.
+    fetched from the store when it is not local; ``only`` picks some by index. ``uploads``
+    (id -> object key, media type) are the rows the claim already read; otherwise they are
+    looked up.
 
     Raises:
         InputError: an input no longer exists, or a dataset is not visible to ``owner``.
     """
     wanted: list[tuple[str, str, str]] = []  # (object key, media type, name)
     if request.inputs:
-        rows = await rt.jobs.inputs(request.inputs)
+        if uploads is None:
+            rows = await rt.jobs.inputs(request.inputs)
+            uploads = {k: (r["object_key"], r["media_type"]) for k, r in rows.items()}
         for upload_id in request.inputs:
-            row = rows.get(upload_id)
-            if row is None:
+            found_upload = uploads.get(upload_id)
+            if found_upload is None:
                 raise InputError(f"input {upload_id} no longer exists")
-            wanted.append((row["object_key"], row["media_type"], str(upload_id)))
+            wanted.append((*found_upload, str(upload_id)))
     if request.datasets:
         from pixfleet.registry import datasets
 

@@ -102,7 +102,9 @@ class JobAttempt(Attempt):
         if claim.stage == "combine":
             task = await fanout.combine_task(rt, claim, pipeline, self.scratch, needs)
         else:
-            inputs = await input_files(rt, claim.owner, request, self.scratch)
+            inputs = await input_files(
+                rt, claim.owner, request, self.scratch, uploads=claim.uploads
+            )
             task = ChildTask(str(claim.job_id), pipeline, inputs, str(self.scratch / "out"), needs)
             if len(ops) == 1 and ops[0].fanout is not None:
                 return await fanout.plan(rt, claim, ops[0].pool, task, running)

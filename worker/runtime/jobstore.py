@@ -28,6 +28,32 @@ class Claim(msgspec.Struct, kw_only=True):
     plan: bytes | None = None
     """The fanned-out operation's shared state (with ``stage == "combine"``)."""
     tasks_total: int = 0
+    uploads: dict[UUID, tuple[str, str]] = {}
+    """The job's live uploads, read with the claim: id -> (object key, media type)."""
+
+
+# Claims the row and, in the same round trip, reads the uploads its request names.
+_CLAIM = """
+WITH claimed AS (
+  UPDATE jobs SET phase = 'EXECUTING', attempts = attempts + 1, lease_token = $2,
+    lease_expires_at = now() + make_interval(secs => $3), worker = $4,
+    started_at = coalesce(started_at, now()), enqueued_at = coalesce(enqueued_at, now()),
+    stage = CASE WHEN stage = 'tasks' THEN 'combine' ELSE stage END,
+    progress = CASE WHEN stage IS NULL THEN 0 ELSE progress END,
+    progress_message = CASE WHEN stage IS NULL THEN NULL ELSE 'combining' END
+  WHERE id = $1 AND (phase = 'QUEUED'
+    OR (phase = 'EXECUTING' AND lease_expires_at < now())
+    OR (phase = 'EXECUTING' AND stage = 'tasks' AND lease_token IS NULL
+        AND tasks_done = tasks_total))
+  RETURNING id, owner, attempts, execution_duration, request, priority, stage, plan, tasks_total
+)
+SELECT c.*, coalesce((
+  SELECT jsonb_agg(jsonb_build_array(u.id, u.object_key, u.media_type)) FROM uploads u
+  WHERE u.id IN (SELECT jsonb_array_elements_text(c.request -> 'inputs')::uuid)
+), '[]'::jsonb) AS uploads
+FROM claimed c
+"""
+_uploads_decoder = msgspec.json.Decoder(list[tuple[UUID, str, str]])
 
 
 class JobState(msgspec.Struct, kw_only=True):
@@ -47,24 +73,7 @@ class WorkerJobStore:
     async def claim(self, job_id: UUID, token: UUID, worker: str, lease: float) -> Claim | None:
         """Take a queued job, one whose lease expired, or a fanned-out job whose tasks are all
         done (its combine step); None when it is not ours to run."""
-        row = await self.pool.fetchrow(
-            "UPDATE jobs SET phase = 'EXECUTING', attempts = attempts + 1, lease_token = $2,"
-            " lease_expires_at = now() + make_interval(secs => $3), worker = $4,"
-            " started_at = coalesce(started_at, now()), enqueued_at = coalesce(enqueued_at, now()),"
-            " stage = CASE WHEN stage = 'tasks' THEN 'combine' ELSE stage END,"
-            " progress = CASE WHEN stage IS NULL THEN 0 ELSE progress END,"
-            " progress_message = CASE WHEN stage IS NULL THEN NULL ELSE 'combining' END"
-            " WHERE id = $1 AND (phase = 'QUEUED'"
-            "   OR (phase = 'EXECUTING' AND lease_expires_at < now())"
-            "   OR (phase = 'EXECUTING' AND stage = 'tasks' AND lease_token IS NULL"
-            "       AND tasks_done = tasks_total))"
-            " RETURNING id, owner, attempts, execution_duration, request, priority, stage, plan,"
-            " tasks_total",
-            job_id,
-            token,
-            lease,
-            worker,
-        )
+        row = await self.pool.fetchrow(_CLAIM, job_id, token, lease, worker)
         if row is None:
             return None
         return Claim(
@@ -78,6 +87,7 @@ class WorkerJobStore:
             stage=row["stage"],
             plan=row["plan"],
             tasks_total=row["tasks_total"],
+            uploads={u[0]: (u[1], u[2]) for u in _uploads_decoder.decode(row["uploads"])},
         )
 
     async def state(self, job_id: UUID) -> JobState | None:
