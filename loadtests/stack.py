@@ -52,7 +52,7 @@ async def reset_db(env: dict[str, str]) -> str:
     await conn.execute(f'DROP DATABASE IF EXISTS "{DB}" WITH (FORCE)')
     await conn.execute(f'CREATE DATABASE "{DB}"')
     await conn.close()
-    subprocess.run([BIN / "pixfleet", "migrate"], env=env, check=True, capture_output=True)
+    subprocess.run([*command(env), "migrate"], env=env, check=True, capture_output=True)
     conn = await asyncpg.connect(f"{PG}/{DB}")
     from pixfleet.registry.keys import create_key
 
@@ -61,10 +61,18 @@ async def reset_db(env: dict[str, str]) -> str:
     return str(key)
 
 
+def command(env: dict[str, str]) -> list[str]:
+    """The operator command of the measured tree (``python -m cli``; older trees had it in
+    ``pixfleet``), so an older commit runs entirely its own code."""
+    code = Path(env["PYTHONPATH"])
+    module = "cli" if (code / "cli" / "__main__.py").exists() else "pixfleet"
+    return [str(BIN / "python"), "-m", module]
+
+
 def start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with open(log, "wb") as out:
         return subprocess.Popen(
-            [BIN / "pixfleet", *args],
+            [*command(env), *args],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
