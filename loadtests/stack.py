@@ -52,7 +52,9 @@ async def reset_db(env: dict[str, str]) -> str:
     await conn.execute(f'DROP DATABASE IF EXISTS "{DB}" WITH (FORCE)')
     await conn.execute(f'CREATE DATABASE "{DB}"')
     await conn.close()
-    subprocess.run([*command(env), "migrate"], env=env, check=True, capture_output=True)
+    subprocess.run(
+        [*command(env), "migrate"], env=env, cwd=env["PYTHONPATH"], check=True, capture_output=True
+    )
     conn = await asyncpg.connect(f"{PG}/{DB}")
     from pixfleet.registry.keys import create_key
 
