@@ -38,6 +38,11 @@ class EdgeSettings(ServiceSettings, kw_only=True, forbid_unknown_fields=True):
     """Seconds between outbox relay passes."""
     relay_grace: Positive = 10.0
     """Seconds a job may stay unconfirmed before the relay republishes it."""
+    mark_delay: Annotated[float, msgspec.Meta(ge=0)] = 0.2
+    """Seconds the outbox gathers broker confirms before marking those jobs enqueued in one
+    UPDATE: at moderate rates one statement per many jobs instead of one per job. Keep it
+    well under ``relay_grace`` (a job unmarked meanwhile is at most published twice, and a
+    worker's claim drops the duplicate)."""
     publish_buffer: PositiveInt = 2_000
     """Accepted jobs waiting for their first publish. While it is full the edge sheds new
     submissions (503 + Retry-After): the broker takes jobs slower than they arrive. Keep it

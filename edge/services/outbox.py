@@ -73,6 +73,10 @@ class Outbox:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._confirmed:  # confirmed while the mark loop waited: spare the relay the work
+            with contextlib.suppress(Exception):
+                await self.jobs.mark_enqueued(self._confirmed)
+            self._confirmed = []
         if self._lock_conn is not None:
             with contextlib.suppress(Exception):
                 await self._lock_conn.close(timeout=2)
@@ -137,6 +141,8 @@ class Outbox:
         """Record confirms with one UPDATE at a time, of everything confirmed meanwhile."""
         while True:
             await self._confirmed_event.wait()
+            if self.settings.mark_delay:  # gather what confirms next into the same UPDATE
+                await asyncio.sleep(self.settings.mark_delay)
             self._confirmed_event.clear()
             ids, self._confirmed = self._confirmed, []
             for i in range(0, len(ids), 5000):
