@@ -137,7 +137,7 @@ async def run_worker(settings: WorkerSettings, stop: asyncio.Event | None = None
                 try:
                     channel = await consumer.get()
                     if channel is not consuming:  # new channel: (re)start the consumer
-                        await channel.set_qos(prefetch_count=settings.slots)
+                        await channel.set_qos(prefetch_count=settings.prefetch or settings.slots)
                         queue = await broker.declare_pool_queue(
                             channel, settings.rabbit, settings.pool
                         )
