@@ -18,6 +18,7 @@ from contracts.jobs import JobPage, JobSnapshot, Phase
 from edge.api.deps import Owner, Services, ServicesDep
 from edge.errors import InvalidRequestError
 from edge.openapi import SubmitJobOperation
+from edge.services.events import job_event_stream
 
 MAX_IDEMPOTENCY_KEY = 255
 _encode = msgspec.json.encode
@@ -97,7 +98,13 @@ async def job_events(
 ) -> ServerSentEvent:
     """Server-Sent Events: a ``snapshot`` event, ``progress`` events while the job runs, and a
     final ``snapshot`` when it ends; then the stream closes."""
-    stream = await services.jobs.event_stream(owner, job_id, services.events)
+    await services.jobs.get(owner, job_id)  # 404 before the stream starts
+    stream = job_event_stream(
+        services.events,
+        job_id,
+        lambda: services.jobs.get(owner, job_id),
+        services.settings.sse_keepalive,
+    )
 
     async def messages() -> AsyncIterator[ServerSentEventMessage]:
         async for name, data in stream:

@@ -1,8 +1,10 @@
-"""Live job events: one Redis pub/sub connection per edge process, fanned out in memory.
+"""Live job events: one Redis pub/sub connection per edge process, fanned out in memory,
+and the event stream an SSE client reads.
 
-Workers publish a ``JobEvent`` on ``<prefix>:job:<id>`` for every progress step and phase
-change. Each SSE client registers a queue; the hub subscribes a job's channel while at least
-one client listens to it, so N clients cost one Redis connection.
+Workers publish a ``JobEvent`` on ``<prefix>:job:<id>`` for phase changes and progress of
+jobs that run longer than the progress interval. Each SSE client registers a queue; the hub
+subscribes a job's channel while at least one client listens to it, so N clients cost one
+Redis connection.
 """
 
 from __future__ import annotations
@@ -10,16 +12,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from uuid import UUID
 
+import msgspec
 import redis.asyncio as aioredis
 
 from contracts import names
+from contracts.jobs import FINAL_PHASES, JobEvent, JobSnapshot
 
 log = logging.getLogger(__name__)
 
 _QUEUE_SIZE = 256
+_event_decoder = msgspec.json.Decoder(JobEvent)
+_encode = msgspec.json.encode
 
 
 class EventHub:
@@ -90,3 +96,32 @@ class EventHub:
             for queue in list(self._listeners.get(channel, ())):
                 with contextlib.suppress(asyncio.QueueFull):  # a stuck client loses progress only
                     queue.put_nowait(msg["data"])
+
+
+async def job_event_stream(
+    hub: EventHub, job_id: UUID, read: Callable[[], Awaitable[JobSnapshot]], keepalive: float
+) -> AsyncIterator[tuple[str | None, str]]:
+    """A job's events as (name, data) pairs for Server-Sent Events: a ``snapshot``,
+    ``progress`` while it runs, a final ``snapshot``; ``(None, "")`` is a keepalive. ``read``
+    gives the job's current snapshot (the record is the truth; events only say when to look).
+    """
+    async with hub.listen(job_id) as queue:
+        snap = await read()  # after subscribing: nothing missed
+        yield "snapshot", _encode(snap).decode()
+        if snap.phase in FINAL_PHASES:
+            return
+        while snap.phase not in FINAL_PHASES:
+            try:
+                raw = await asyncio.wait_for(queue.get(), keepalive)
+            except TimeoutError:
+                # Also covers events lost while Redis was away: re-read the record.
+                snap = await read()
+                if snap.phase not in FINAL_PHASES:
+                    yield None, ""
+                continue
+            event = _event_decoder.decode(raw)
+            if event.phase in FINAL_PHASES or event.phase is not snap.phase:
+                snap = await read()
+            if event.phase not in FINAL_PHASES:
+                yield "progress", raw.decode()
+        yield "snapshot", _encode(snap).decode()

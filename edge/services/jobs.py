@@ -6,11 +6,10 @@ and a share of one batch of publisher confirms; nothing on it waits for pixel wo
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -21,7 +20,6 @@ import redis.asyncio as aioredis
 from contracts import names
 from contracts.api import FieldError, JobRequest
 from contracts.jobs import (
-    FINAL_PHASES,
     JobEvent,
     JobSnapshot,
     Phase,
@@ -47,7 +45,6 @@ from edge.errors import (
     UnknownUploadError,
 )
 from edge.services.batching import GroupCommit
-from edge.services.events import EventHub
 from edge.services.outbox import Outbox
 from edge.services.snapshots import snapshot
 from edge.settings import EdgeSettings
@@ -60,7 +57,6 @@ from pixfleet.registry.models import get_models
 _PENDING_GRACE = 30.0  # seconds after which an idempotency key with no job row is stale
 
 _stored_results = msgspec.json.Decoder(list[StoredResult])
-_event_decoder = msgspec.json.Decoder(JobEvent)
 _encode = msgspec.json.encode
 
 
@@ -362,43 +358,6 @@ class JobService:
                 # Records that predate per-attempt keys name the job's own folder.
                 return item.key or names.result_object(job_id, name), item.media_type
         raise UnknownResultError(f"job {job_id} has no result {name!r}")
-
-    async def event_stream(
-        self, owner: str, job_id: UUID, hub: EventHub
-    ) -> AsyncIterator[tuple[str | None, str]]:
-        """The job's events as (name, data) pairs for Server-Sent Events: a ``snapshot``,
-        ``progress`` while it runs, a final ``snapshot``; ``(None, "")`` is a keepalive.
-
-        Raises:
-            UnknownJobError: no such job of this owner (before the stream starts).
-        """
-        await self.get(owner, job_id)
-        return self._events(owner, job_id, hub)
-
-    async def _events(
-        self, owner: str, job_id: UUID, hub: EventHub
-    ) -> AsyncIterator[tuple[str | None, str]]:
-        keepalive = self.settings.sse_keepalive
-        async with hub.listen(job_id) as queue:
-            snap = await self.get(owner, job_id)  # after subscribing: nothing missed
-            yield "snapshot", _encode(snap).decode()
-            if snap.phase in FINAL_PHASES:
-                return
-            while snap.phase not in FINAL_PHASES:
-                try:
-                    raw = await asyncio.wait_for(queue.get(), keepalive)
-                except TimeoutError:
-                    # Also covers events lost while Redis was away: re-read the record.
-                    snap = await self.get(owner, job_id)
-                    if snap.phase not in FINAL_PHASES:
-                        yield None, ""
-                    continue
-                event = _event_decoder.decode(raw)
-                if event.phase in FINAL_PHASES or event.phase is not snap.phase:
-                    snap = await self.get(owner, job_id)
-                if event.phase not in FINAL_PHASES:
-                    yield "progress", raw.decode()
-            yield "snapshot", _encode(snap).decode()
 
     async def list_for_owner(
         self, owner: str, phases: Sequence[Phase], cursor: UUID | None, limit: int
