@@ -32,7 +32,7 @@ import shutil
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Protocol
 from uuid import UUID
 
 import msgspec
@@ -52,6 +52,19 @@ Record = Callable[[], Awaitable[None]]
 """Records a finished attempt's success under its lease (a no-op once the lease is lost)."""
 
 
+class Leased(Protocol):
+    """What every claim (of a job or of a task) says about its lease."""
+
+    @property
+    def job_id(self) -> UUID: ...
+    @property
+    def token(self) -> UUID: ...
+    @property
+    def attempts(self) -> int: ...
+    @property
+    def execution_duration(self) -> int: ...
+
+
 class Attempt(ABC):
     """One claimed attempt of a job or of a task: its lease, its work, its records."""
 
@@ -59,20 +72,10 @@ class Attempt(ABC):
     dead_letters: ClassVar[bool] = True
     """Whether an exhausted or fatal failure also goes to the dead-letter queue."""
 
-    def __init__(
-        self,
-        rt: Runtime,
-        msg: JobMessage,
-        *,
-        job_id: UUID,
-        token: UUID,
-        attempts: int,
-        execution_duration: int,
-        scratch: str,
-    ) -> None:
+    def __init__(self, rt: Runtime, msg: JobMessage, claim: Leased, scratch: str) -> None:
         self.rt, self.msg = rt, msg
-        self.job_id, self.token = job_id, token
-        self.attempts, self.execution_duration = attempts, execution_duration
+        self.job_id, self.token = claim.job_id, claim.token
+        self.attempts, self.execution_duration = claim.attempts, claim.execution_duration
         self.scratch: Path = rt.scratch / scratch
         """This attempt's own scratch folder (no other attempt writes there)."""
 

@@ -190,13 +190,7 @@ class TaskAttempt(Attempt):
 
     def __init__(self, rt: Runtime, msg: JobMessage, claim: TaskClaim) -> None:
         super().__init__(
-            rt,
-            msg,
-            job_id=claim.job_id,
-            token=claim.token,
-            attempts=claim.attempts,
-            execution_duration=claim.execution_duration,
-            scratch=names.scratch_dir(claim.job_id, claim.token, task=claim.idx),
+            rt, msg, claim, names.scratch_dir(claim.job_id, claim.token, task=claim.idx)
         )
         self.claim = claim
 

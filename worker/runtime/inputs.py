@@ -43,10 +43,9 @@ request_decoder = msgspec.json.Decoder(JobRequest[msgspec.Raw])
 steps_decoder = msgspec.json.Decoder(list[Step])
 
 
-def top_level_ops(rt: Runtime, pipeline: bytes) -> list[Any]:
+def top_level_ops(rt: Runtime, steps: list[Step]) -> list[Any]:
     """The operation classes of a pipeline's top-level steps."""
-    tags = [step.op for step in steps_decoder.decode(pipeline)]
-    return [rt.catalog.ops[t] for t in tags if t in rt.catalog.ops]
+    return [rt.catalog.ops[s.op] for s in steps if s.op in rt.catalog.ops]
 
 
 async def input_files(

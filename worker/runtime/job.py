@@ -61,15 +61,7 @@ class JobAttempt(Attempt):
     """An attempt at a job's row (a pipeline, a plan or a combine step)."""
 
     def __init__(self, rt: Runtime, msg: JobMessage, claim: Claim) -> None:
-        super().__init__(
-            rt,
-            msg,
-            job_id=claim.job_id,
-            token=claim.token,
-            attempts=claim.attempts,
-            execution_duration=claim.execution_duration,
-            scratch=names.scratch_dir(claim.job_id, claim.token),
-        )
+        super().__init__(rt, msg, claim, names.scratch_dir(claim.job_id, claim.token))
         self.claim = claim
 
     async def renew(self, seconds: float) -> bool:
@@ -97,8 +89,9 @@ class JobAttempt(Attempt):
         rt, claim = self.rt, self.claim
         request = request_decoder.decode(claim.request)
         pipeline = msgspec.json.encode(request.pipeline)
-        ops = top_level_ops(rt, pipeline)
-        needs = await resources(rt, claim.owner, steps_decoder.decode(pipeline), self.scratch)
+        steps = steps_decoder.decode(pipeline)
+        ops = top_level_ops(rt, steps)
+        needs = await resources(rt, claim.owner, steps, self.scratch)
         if claim.stage == "combine":
             task = await fanout.combine_task(rt, claim, pipeline, self.scratch, needs)
         else:
