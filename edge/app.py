@@ -15,6 +15,7 @@ from typing import Any
 from litestar import Litestar
 from litestar.datastructures import State
 from litestar.di import Provide
+from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 
 from contracts.ops import OpCatalog
@@ -23,6 +24,7 @@ from edge.api.deps import Services, provide_owner, provide_services
 from edge.errors import exception_handlers
 from edge.openapi import job_components
 from edge.resources import Resources, open_resources
+from edge.services.admission import Admission, AdmissionMiddleware
 from edge.services.auth import Authenticator
 from edge.services.datasets import DatasetService
 from edge.services.events import EventHub
@@ -37,12 +39,13 @@ from edge.store.uploads import UploadStore
 
 @contextlib.asynccontextmanager
 async def start_services(
-    settings: EdgeSettings, catalog: OpCatalog, res: Resources
+    settings: EdgeSettings, catalog: OpCatalog, res: Resources, admission: Admission
 ) -> AsyncIterator[Services]:
     """Build the services over open resources, start their tasks, stop them on exit."""
     job_store, upload_store = JobStore(res.pg), UploadStore(res.pg)
     sweeper = Sweeper(job_store, upload_store, res.store)
     outbox = Outbox(settings, res.rabbit, job_store, after_relay=sweeper.sweep_once)
+    admission.pressure = outbox.fill
     job_service = JobService(settings, catalog, job_store, upload_store, res.redis, outbox)
     events = EventHub(res.events_redis, settings.redis.prefix)
     services = Services(
@@ -54,6 +57,7 @@ async def start_services(
         outbox=outbox,
         events=events,
         datasets=DatasetService(res.pg),
+        admission=admission,
     )
     async with contextlib.AsyncExitStack() as stack:
         await outbox.start()
@@ -72,6 +76,7 @@ def create_app(settings: EdgeSettings, resources: Resources | None = None) -> Li
         contracts.ops.UnknownPluginError: an ``op_plugins`` module cannot be loaded.
     """
     catalog = OpCatalog.with_plugins(settings.op_plugins)
+    admission = Admission(settings.admission)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -82,7 +87,7 @@ def create_app(settings: EdgeSettings, resources: Resources | None = None) -> Li
                 else await stack.enter_async_context(open_resources(settings))
             )
             app.state.services = await stack.enter_async_context(
-                start_services(settings, catalog, res)
+                start_services(settings, catalog, res, admission)
             )
             # Everything allocated so far lives as long as the process: keep the collector
             # from rescanning it, and collect young objects less often (fewer pauses).
@@ -100,6 +105,7 @@ def create_app(settings: EdgeSettings, resources: Resources | None = None) -> Li
             "services": Provide(provide_services, sync_to_thread=False),
             "owner": Provide(provide_owner),
         },
+        middleware=[DefineMiddleware(AdmissionMiddleware, admission=admission)],
         exception_handlers=exception_handlers(),
         openapi_config=OpenAPIConfig(
             title="pixfleet",

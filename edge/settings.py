@@ -13,6 +13,28 @@ from contracts.settings import (
 )
 
 
+class AdmissionSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Admission control of job submissions (``edge/services/admission.py``)."""
+
+    initial_limit: PositiveInt = 32
+    """Concurrent submissions admitted at start; the limit then adapts between the bounds."""
+    min_limit: PositiveInt = 4
+    max_limit: PositiveInt = 512
+    target_latency: Positive = 0.02
+    """Seconds a submission may take inside the edge before the limit is lowered."""
+    window: Positive = 0.25
+    """Seconds between adjustments of the limit."""
+    max_wait: Positive = 0.1
+    """Seconds a submission may wait for a permit; one that could not get one in time is
+    refused at once (503 + Retry-After) before anything reads it."""
+    max_queue: PositiveInt = 1_000
+    """Submissions waiting for a permit, at most."""
+    interactive_share: Annotated[float, msgspec.Meta(ge=0, lt=1)] = 0.2
+    """Share of the permits only interactive submissions may take."""
+    peek_bytes: PositiveInt = 64 * 1024
+    """Largest body read ahead to learn a waiting submission's priority."""
+
+
 class EdgeSettings(ServiceSettings, kw_only=True, forbid_unknown_fields=True):
     """Everything the edge reads from its environment."""
 
@@ -49,6 +71,7 @@ class EdgeSettings(ServiceSettings, kw_only=True, forbid_unknown_fields=True):
     a few seconds of publishing, well under ``relay_grace``."""
     insert_batch: PositiveInt = 256
     """Largest multi-row INSERT of submitted jobs (group commit)."""
+    admission: AdmissionSettings = msgspec.field(default_factory=AdmissionSettings)
     retry_after: PositiveInt = 5
     """Retry-After seconds sent with 503 answers."""
     sse_keepalive: Positive = 15.0

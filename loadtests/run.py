@@ -66,6 +66,15 @@ def _report(
         row["status_codes"] = codes
     if codes:  # the spike scenario counts shedding without Retry-After (absent: none)
         row["shed_without_retry_after"] = m.get("shed_without_retry_after", {}).get("count", 0)
+        shed = codes.get("429", 0) + codes.get("503", 0)
+        row["accepted_per_s"] = round(codes.get("202", 0) / wall, 1)
+        row["shed_per_s"] = round(shed / wall, 1)
+    for trend in ("accepted_duration", "shed_duration"):  # the spike's latency of each kind
+        if trend in m:
+            t = m[trend]
+            row[trend.replace("duration", "ms")] = {
+                q: round(t[k], 2) for q, k in (("p50", "med"), ("p95", "p(95)"), ("p99", "p(99)"))
+            }
     print(json.dumps(row), flush=True)
     return row
 

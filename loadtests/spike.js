@@ -2,7 +2,7 @@
 // a 5xx other than 503 is a bug. Status codes are counted per tag.
 import http from "k6/http";
 import { check } from "k6";
-import { Counter } from "k6/metrics";
+import { Counter, Trend } from "k6/metrics";
 import exec from "k6/execution";
 
 const BASE = __ENV.PIXFLEET_BASE || "http://127.0.0.1:8000";
@@ -16,6 +16,9 @@ const statuses = {
 };
 const otherFailures = new Counter("status_other");
 const shedWithoutRetryAfter = new Counter("shed_without_retry_after");
+// Latency of the submissions that were accepted, apart from the (fast) refusals.
+const accepted = new Trend("accepted_duration", true);
+const shed = new Trend("shed_duration", true);
 
 export const options = {
   scenarios: {
@@ -47,6 +50,8 @@ export default function () {
     responseCallback: http.expectedStatuses(202, 429, 503),
   });
   (statuses[res.status] || otherFailures).add(1);
+  if (res.status === 202) accepted.add(res.timings.duration);
+  if (res.status === 429 || res.status === 503) shed.add(res.timings.duration);
   if ((res.status === 429 || res.status === 503) && !res.headers["Retry-After"]) {
     shedWithoutRetryAfter.add(1);
   }

@@ -9,6 +9,7 @@ from litestar.datastructures import State
 from litestar.di import NamedDependency
 
 from edge.resources import Resources
+from edge.services.admission import Admission
 from edge.services.auth import Authenticator
 from edge.services.datasets import DatasetService
 from edge.services.events import EventHub
@@ -28,6 +29,7 @@ class Services:
     outbox: Outbox
     events: EventHub
     datasets: DatasetService
+    admission: Admission
 
 
 def provide_services(state: State) -> Services:

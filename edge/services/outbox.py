@@ -132,6 +132,11 @@ class Outbox:
             log.warning("%d publishes unconfirmed (left to the relay): %r", failed, first)
         return confirmed
 
+    def fill(self) -> float:
+        """How full the publish buffer is, 0 to 1 (admission control lowers its limit past
+        one half)."""
+        return self._queue.qsize() / self.settings.publish_buffer
+
     @property
     def saturated(self) -> bool:
         """True while the publish buffer is full: the broker takes jobs slower than they come."""
