@@ -51,6 +51,7 @@ def _one_rate(s: stack.Stack, upload_id: str, rate: int, duration: str) -> dict[
         "rate": rate,
         "requests": n,
         "req_per_s": round(n / wall, 1),
+        "accepted_per_s": round(int(m.get("status_202", {}).get("count", 0)) / wall, 1),
         "dropped_iterations": int(m.get("dropped_iterations", {}).get("count", 0)),
         "refused": int(m.get("status_other", {}).get("count", 0)),
         "failure_rate": round(failed.get("value", failed.get("rate", 0.0)), 5),
